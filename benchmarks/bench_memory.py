@@ -1,0 +1,67 @@
+"""Peak RSS over a long generated video stays flat.
+
+Runs the whole `vidtag detect` path (decode -> model -> Seq-NMS+ -> every
+format) on a generated 10,000-frame video and samples the process RSS as
+frames go by.  Target: peak RSS within 200 MB of the RSS after 500 frames.
+
+    python benchmarks/bench_memory.py [--frames 10000] [--imgsz 160]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=10_000)
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--imgsz", type=int, default=160, help="small input keeps the run short; memory is what is measured")
+    args = parser.parse_args()
+
+    from tests.clips import make_clip
+    from vidtag.api import Settings, annotate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        video = Path(tmp) / "long.mp4"
+        t0 = time.perf_counter()
+        make_clip(video, n_frames=args.frames, width=args.width, height=args.height, fps=30)
+        print(f"generated {video.name}: {args.frames} frames {args.width}x{args.height} in {time.perf_counter() - t0:.0f} s")
+        samples: dict[str, float] = {"after_500": float("nan"), "peak_after_500": 0.0}
+
+        def on_progress(stage, done, total):
+            rss = rss_mb()
+            if stage == "detect" and done >= 500 and samples["after_500"] != samples["after_500"]:
+                samples["after_500"] = rss
+            if done >= 500 or stage == "render":
+                samples["peak_after_500"] = max(samples["peak_after_500"], rss)
+
+        t0 = time.perf_counter()
+        summary = annotate([video], Path(tmp) / "out", settings=Settings(imgsz=args.imgsz), on_progress=on_progress)
+        seconds = time.perf_counter() - t0
+        record = summary.records[0]
+        assert record["status"] == "done", record
+        growth = samples["peak_after_500"] - samples["after_500"]
+        print()
+        print(f"| frames | RSS after 500 frames (MB) | peak RSS after that (MB) | growth (MB) | target | run time (s) |")
+        print(f"|---:|---:|---:|---:|---|---:|")
+        print(f"| {record['frames']} | {samples['after_500']:.0f} | {samples['peak_after_500']:.0f} | {growth:.0f} | <= 200 MB: {'met' if growth <= 200 else 'NOT met'} | {seconds:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

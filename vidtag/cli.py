@@ -1,0 +1,222 @@
+"""The ``vidtag`` command: a thin click layer over :mod:`vidtag.api`.
+
+The only module that talks to the terminal.  Exit codes: 0 when every video
+succeeded, 1 when any failed, 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+FORMAT_CHOICES = ("coco", "mot", "mot-json", "csv", "mp4")
+METHOD_CHOICES = ("frame",)
+LINK_CHOICES = ("seqnms+", "seqnms", "none")
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def handle_errors(fn):
+    """Turn known errors into one clear line and the right exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from vidtag.errors import VidtagError
+
+        try:
+            return fn(*args, **kwargs)
+        except click.exceptions.ClickException:
+            raise
+        except ValueError as err:
+            raise click.UsageError(str(err)) from None
+        except VidtagError as err:
+            _console(stderr=True).print(f"[red]error:[/red] {err}", soft_wrap=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            _console(stderr=True).print("[yellow]interrupted[/yellow]: finished videos are kept; rerun to do the rest")
+            sys.exit(130)
+
+    return wrapper
+
+
+def _setup_logging(quiet: bool) -> None:
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=_console(stderr=True), show_time=False, show_path=False)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler], format="%(message)s", force=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vidtag")
+def main():
+    """vidtag: detect and track objects in videos, offline."""
+
+
+def _split_commas(ctx, param, value):
+    if not value:
+        return None
+    names = [v.strip() for item in value for v in item.split(",") if v.strip()]
+    return tuple(names) or None
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--method", type=click.Choice(METHOD_CHOICES), default="frame", show_default=True, help="Detection method.")
+@click.option("--link", type=click.Choice(LINK_CHOICES), default="seqnms+", show_default=True, help="Link boxes over time into tracks.")
+@click.option("--conf", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="Minimum score kept.")
+@click.option("--classes", multiple=True, callback=_split_commas, help="Keep only these classes, e.g. person,car.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(FORMAT_CHOICES), help="Output format; repeat for several. [default: all]")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("vidtag-out"), show_default=True, help="Output folder.")
+@click.option("--overwrite", is_flag=True, help="Redo videos already done with the same options.")
+@click.option("--recursive", "-r", is_flag=True, help="Search folders recursively for videos.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--imgsz", type=int, default=416, show_default=True, help="Network input size (longest side), multiple of 32.")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per inference batch.")
+@click.option("--weights", default=None, help="Weights name (see `vidtag models`) or manifest/.pt path.")
+@click.option("--quiet", "-q", is_flag=True, help="Only errors and the summary.")
+@handle_errors
+def detect(sources, method, link, conf, classes, formats, output, overwrite, recursive, device, imgsz, batch, weights, quiet):
+    """Detect, link and write results for video files and folders."""
+    from vidtag.api import Runner, Settings, annotate
+    from vidtag.batch import find_videos
+
+    _setup_logging(quiet)
+    settings = Settings(method=method, link=link, conf=conf, classes=classes, imgsz=imgsz,
+                        batch=batch, device=device, weights=weights)
+    formats = formats or FORMAT_CHOICES
+    tasks = find_videos(sources, recursive=recursive)
+    runner = Runner(settings)
+    console = _console(stderr=True)
+    with BatchProgress(console, len(tasks), quiet) as progress:
+        summary = annotate([t.path for t in tasks], output, formats, settings, overwrite=overwrite, runner=runner,
+                           on_event=progress.on_event, on_progress=progress.on_progress)
+    _print_summary(console, summary, output, quiet)
+    sys.exit(0 if summary.ok else 1)
+
+
+class BatchProgress:
+    """Rich progress bars on a terminal; plain lines otherwise."""
+
+    def __init__(self, console, total_videos: int, quiet: bool):
+        self.console = console
+        self.total = total_videos
+        self.quiet = quiet
+        self.live = console.is_terminal and not quiet
+        self.index = 0
+        self._progress = None
+        self._last_line = 0.0
+
+    def __enter__(self):
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=self.console,
+            )
+            self._progress.start()
+            self._batch = self._progress.add_task("videos", total=self.total, rate="")
+            self._video = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.stop()
+
+    def on_event(self, kind, task, record):
+        if kind == "start":
+            self.index += 1
+            self._started = time.perf_counter()
+            if self._progress is not None:
+                if self._video is not None:
+                    self._progress.remove_task(self._video)
+                self._video = self._progress.add_task(task.path.name[:40], total=None, rate="")
+            elif not self.quiet:
+                self.console.print(f"[{self.index}/{self.total}] {task.path}")
+        else:
+            status = record["status"]
+            line = {"done": f"done: {record['frames']} frames, {record['fps']} frames/s",
+                    "skipped": "skipped: already done with the same options",
+                    "failed": f"[red]failed[/red]: {record['error']}"}[status]
+            if self._progress is not None:
+                self._progress.advance(self._batch)
+                self._progress.console.print(f"{task.path.name}: {line}", soft_wrap=True)
+            elif not self.quiet or status == "failed":
+                self.console.print(f"  {line}", soft_wrap=True)
+
+    def on_progress(self, stage, done, total):
+        if self._progress is not None and self._video is not None:
+            elapsed = time.perf_counter() - self._started
+            rate = f"{done / elapsed:.1f} frames/s" if elapsed > 0 else ""
+            self._progress.update(self._video, completed=done, total=total or None, rate=rate,
+                                  description=f"{stage} {self.index}/{self.total}")
+        elif not self.quiet and (time.perf_counter() - self._last_line > 10 or done == total):
+            self._last_line = time.perf_counter()
+            self.console.print(f"  {stage}: {done}/{total} frames")
+
+
+def _print_summary(console, summary, output, quiet):
+    done, skipped, failed = summary.count("done"), summary.count("skipped"), summary.count("failed")
+    console.print(f"{done} done, {skipped} skipped, {failed} failed -> {output}/ (manifest: {output}/vidtag-run.json)")
+
+
+@main.command()
+@click.argument("video", type=click.Path(path_type=Path))
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Annotated .mp4 to write.")
+@handle_errors
+def render(video, results, output):
+    """Draw saved COCO results (RESULTS.coco.json) on VIDEO."""
+    from vidtag.pipeline import render_saved
+
+    _setup_logging(True)
+    frames = render_saved(video, results, output)
+    _console().print(f"wrote {output} ({frames} frames)")
+
+
+@main.command()
+@click.argument("video", type=click.Path(path_type=Path))
+@handle_errors
+def info(video):
+    """Print what the decoder sees in VIDEO."""
+    from rich.table import Table
+
+    from vidtag.io.decode import probe
+
+    meta = probe(video)
+    table = Table(title=str(video), show_header=False)
+    for key in ("width", "height", "num_frames", "fps", "duration_s", "codec", "pixel_format", "rotation", "has_audio"):
+        value = getattr(meta, key)
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    _console().print(table)
+
+
+@main.command()
+@handle_errors
+def models():
+    """List the shipped weights and their manifest facts."""
+    from rich.table import Table
+
+    from vidtag.weights import default_weights_dir, list_weights
+
+    table = Table(title=f"weights in {default_weights_dir()}")
+    for col in ("name", "file", "input", "classes", "sha256", "source", "licence"):
+        table.add_column(col)
+    for m in list_weights():
+        table.add_row(m.name, m.file, str(m.input_size), f"{len(m.classes)}: {', '.join(m.classes[:4])}, ...",
+                      m.sha256[:12], str(m.source.get('package', m.source) if isinstance(m.source, dict) else m.source),
+                      str(m.licence))
+    _console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The one factory: a method name and weights -> a video detector.
+
+A video detector sees a *stream* of frame chunks, not single images, so that
+temporal methods (PSLA, IFF-Net) can keep state across frames and look ahead
+within their window.  Every detector yields exactly one :class:`Detections`
+per input frame, in frame order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import torch
+
+from vidtag.types import Detections, FrameChunk
+
+METHODS = ("frame",)
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """Thresholds applied after the network.
+
+    Attributes:
+        conf: minimum class score kept (NanoDet default 0.25 in vidtag's CLI).
+        iou: IoU above which class-aware NMS drops a lower-scoring box.
+        max_det: most boxes kept per frame.
+        classes: class indices to keep, or None for all.
+        imgsz: network input size of the longest side, a multiple of 32.
+    """
+
+    conf: float = 0.25
+    iou: float = 0.6
+    max_det: int = 100
+    classes: frozenset[int] | None = None
+    imgsz: int = 416
+
+
+class FrameDetector:
+    """Per-frame detection: NanoDet-g on every frame independently.
+
+    Args:
+        model: a NanoDet network in eval mode on ``device``.
+        classes: the model's class names (index = label).
+        options: thresholds and input size.
+        device: where the network runs.
+    """
+
+    method = "frame"
+
+    def __init__(self, model: torch.nn.Module, classes: tuple[str, ...], options: DetectOptions, device: torch.device):
+        self.model = model
+        self.classes = classes
+        self.options = options
+        self.device = device
+
+    @torch.inference_mode()
+    def detect_frames(self, frames: torch.Tensor) -> list[Detections]:
+        """frames (uint8 Tensor[B, H, W, 3], RGB) -> B Detections in source pixels."""
+        from vidtag.models.nanodet import postprocess
+        from vidtag.models.preprocess import letterbox
+
+        x, box_map = letterbox(frames.to(self.device, non_blocking=True), self.options.imgsz)
+        output = self.model(x)
+        return postprocess(
+            output,
+            box_map,
+            conf_threshold=self.options.conf,
+            iou_threshold=self.options.iou,
+            max_det=self.options.max_det,
+            classes=self.options.classes,
+        )
+
+    def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
+        """Yield one Detections per frame of ``chunks``, in order."""
+        for chunk in chunks:
+            yield from self.detect_frames(chunk.frames)
+
+
+def select_device(device: str = "auto") -> torch.device:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> a torch.device; ValueError if unavailable."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but this torch build or machine has no CUDA")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif dev.type != "cpu":
+        raise ValueError(f"unsupported device {device!r}: use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def build_detector(
+    method: str = "frame",
+    weights: str | None = None,
+    options: DetectOptions = DetectOptions(),
+    device: str | torch.device = "auto",
+):
+    """Build a ready-to-run video detector.
+
+    Args:
+        method: one of :data:`METHODS`.
+        weights: a shipped weights name (``nanodet-g-coco``), a manifest .json or
+            a .pt with its manifest beside it; None for the default.
+        options: thresholds and input size.
+        device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+
+    Returns:
+        (detector, manifest): the detector and the manifest of its weights.
+    """
+    from vidtag.models.nanodet import load_nanodet
+    from vidtag.weights import resolve_weights
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
+    if options.imgsz <= 0 or options.imgsz % 32:
+        raise ValueError(f"--imgsz must be a positive multiple of 32, got {options.imgsz}")
+    dev = device if isinstance(device, torch.device) else select_device(device)
+    manifest = resolve_weights(weights or "nanodet-g-coco")
+    model = load_nanodet(manifest).to(dev).eval()
+    return FrameDetector(model, tuple(manifest.classes), options, dev), manifest

@@ -1,0 +1,254 @@
+"""One video: decode -> model -> link -> write.
+
+Decoding runs in a background thread ahead of the model; the annotated video
+is drawn and encoded in a second pass once linking has assigned track ids
+(Seq-NMS needs the whole video before any track is final).  All outputs of a
+video are written into a staging folder and moved into place only when every
+one of them is complete, so a reader never sees a half-written file and a
+failed video leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from vidtag.errors import OutputError, VideoError
+from vidtag.types import Detections, VideoInfo
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+"""on_progress(stage, done, total): stage is 'detect' or 'render'."""
+
+STAGING_DIR = ".vidtag-staging"
+
+
+@dataclass
+class VideoDetections:
+    """Everything a model and linker found in one video.
+
+    Attributes:
+        info: what the decoder saw.
+        detections: one Detections per decoded frame (boxes xyxy source pixels).
+        timestamps (float64[T]): presentation time of each frame in seconds.
+        classes: class names, index = label.
+        seconds: wall time of decode + model + link.
+    """
+
+    info: VideoInfo
+    detections: list[Detections]
+    timestamps: np.ndarray
+    classes: tuple[str, ...]
+    seconds: float = 0.0
+    link: str = "none"
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.detections)
+
+    @property
+    def fps(self) -> float:
+        return self.num_frames / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class WrittenOutputs:
+    """Final paths of a video's outputs and their sizes in bytes."""
+
+    paths: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def sizes(self) -> dict[str, int]:
+        return {fmt: p.stat().st_size for fmt, p in self.paths.items()}
+
+
+def detect_video(
+    path: str | Path,
+    detector,
+    *,
+    link: str = "seqnms+",
+    batch: int = 8,
+    decode_device: str = "cpu",
+    on_progress: ProgressFn | None = None,
+) -> VideoDetections:
+    """Decode ``path`` in chunks of ``batch`` frames, detect, then link.
+
+    Raises:
+        VideoError: the file cannot be decoded (message names file and cause).
+    """
+    from vidtag.io.decode import iter_chunks, probe
+    from vidtag.io.prefetch import prefetch
+    from vidtag.linking import link as link_frames
+
+    path = Path(path)
+    start = time.perf_counter()
+    info = probe(path)
+    timestamps: list[np.ndarray] = []
+    detections: list[Detections] = []
+
+    def recorded(chunks):
+        for chunk in chunks:
+            timestamps.append(np.asarray(chunk.timestamps, dtype=np.float64))
+            yield chunk
+
+    chunks = prefetch(iter_chunks(path, chunk_size=batch, device=decode_device, info=info), depth=2, name="decode")
+    try:
+        for dets in detector.run(recorded(chunks)):
+            detections.append(dets)
+            if on_progress is not None:
+                on_progress("detect", len(detections), info.num_frames)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    if not detections:
+        raise VideoError(path, "no decodable frames")
+    linked = link_frames(detections, method=link)
+    return VideoDetections(
+        info=info,
+        detections=linked,
+        timestamps=np.concatenate(timestamps)[: len(linked)],
+        classes=tuple(detector.classes),
+        seconds=time.perf_counter() - start,
+        link=link,
+    )
+
+
+def write_outputs(
+    result: VideoDetections,
+    formats: Sequence[str],
+    out_dir: str | Path,
+    stem: str,
+    run_info: dict,
+    *,
+    batch: int = 16,
+    on_progress: ProgressFn | None = None,
+) -> WrittenOutputs:
+    """Write every requested format of one video into ``out_dir``.
+
+    Files appear as ``out_dir/<stem><suffix>`` all at once at the end; on any
+    error nothing of this video is left in ``out_dir``.
+    """
+    from vidtag.formats import SUFFIXES, VideoMeta, open_sink
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    staging = out_dir / STAGING_DIR / f"{stem}.{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir(parents=True, exist_ok=False)
+    except OSError as err:
+        raise OutputError(f"{out_dir}: cannot write output folder ({err.strerror or err})") from err
+    meta = VideoMeta(
+        name=stem,
+        width=result.info.width,
+        height=result.info.height,
+        fps=result.info.fps,
+        num_frames=result.num_frames,
+        classes=result.classes,
+        info=run_info,
+    )
+    staged: dict[str, Path] = {}
+    try:
+        for fmt in formats:
+            staged[fmt] = staging / f"{stem}{SUFFIXES[fmt]}"
+            if fmt == "mp4":
+                render_video(result.info, result.detections, result.timestamps, meta, staged[fmt],
+                             batch=batch, on_progress=on_progress)
+            else:
+                with open_sink(fmt, staged[fmt], meta) as sink:
+                    for i, dets in enumerate(result.detections):
+                        sink.write(i, float(result.timestamps[i]), dets)
+        final = {fmt: out_dir / p.name for fmt, p in staged.items()}
+        for fmt, p in staged.items():
+            os.replace(p, final[fmt])
+    except OSError as err:
+        raise OutputError(f"{out_dir}: cannot write outputs for {stem} ({err.strerror or err})") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_if_empty(out_dir / STAGING_DIR)
+    return WrittenOutputs(paths=final, seconds=time.perf_counter() - start)
+
+
+def render_video(
+    info: VideoInfo,
+    detections: Sequence[Detections],
+    timestamps: np.ndarray,
+    meta,
+    path: Path,
+    *,
+    batch: int = 16,
+    on_progress: ProgressFn | None = None,
+) -> None:
+    """Decode ``info.path`` again, draw ``detections`` and encode H.264 to ``path``.
+
+    Frames beyond ``len(detections)`` are not written; audio is copied.
+    """
+    from vidtag.formats import open_sink
+    from vidtag.io.decode import iter_chunks
+    from vidtag.io.prefetch import prefetch
+
+    audio = info.path if info.has_audio else None
+    total = len(detections)
+    chunks = prefetch(iter_chunks(info.path, chunk_size=batch, device="cpu", info=info), depth=2, name="render-decode")
+    try:
+        with open_sink("mp4", path, meta, audio_source=audio) as sink:
+            for chunk in chunks:
+                frames = chunk.frames.cpu().numpy()
+                for k in range(min(len(chunk), total - chunk.start)):
+                    i = chunk.start + k
+                    sink.write(i, float(timestamps[i]), detections[i], frames[k])
+                if on_progress is not None:
+                    on_progress("render", min(chunk.start + len(chunk), total), total)
+                if chunk.start + len(chunk) >= total:
+                    break
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def render_saved(video: str | Path, results: str | Path, output: str | Path) -> int:
+    """Draw a saved ``.coco.json`` on ``video`` into ``output`` (H.264 MP4).
+
+    Returns the number of frames written.
+
+    Raises:
+        VideoError: the video cannot be read or does not match the results.
+    """
+    from vidtag.formats.coco import read_coco
+    from vidtag.io.decode import probe
+
+    video, results, output = Path(video), Path(results), Path(output)
+    info = probe(video)
+    try:
+        meta, detections, timestamps = read_coco(results)
+    except FileNotFoundError:
+        raise VideoError(results, "file not found") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise VideoError(results, f"not a vidtag COCO file ({err})") from None
+    if (meta.width, meta.height) != (info.width, info.height):
+        raise VideoError(results, f"results are for {meta.width}x{meta.height} but {video} is {info.width}x{info.height}")
+    if len(detections) > info.num_frames:
+        raise VideoError(results, f"results have {len(detections)} frames but {video} has {info.num_frames}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{output.parent}: cannot write output folder ({err.strerror or err})") from err
+    render_video(info, detections, np.asarray(timestamps, dtype=np.float64), meta, output)
+    return len(detections)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
