@@ -214,7 +214,7 @@ def models():
     for m in list_weights():
         table.add_row(m.name, m.file, str(m.input_size), f"{len(m.classes)}: {', '.join(m.classes[:4])}, ...",
                       m.sha256[:12], str(m.source.get('package', m.source) if isinstance(m.source, dict) else m.source),
-                      str(m.licence))
+                      ", ".join(m.licenses))
     _console().print(table)
 
 
