@@ -183,6 +183,37 @@ def render(video, results, output):
     _console().print(f"wrote {output} ({frames} frames)")
 
 
+@main.command("eval")
+@click.argument("pred", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("gt", type=click.Path(exists=True, path_type=Path))
+@click.option("--class-map", type=click.Path(exists=True, path_type=Path), default=None,
+              help="JSON {pred_name: gt_name} or two-column CSV; COCO->VID is built in.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures as JSON.")
+@click.option("--per-class/--no-per-class", default=True, show_default=True, help="Show per-class VID AP.")
+@handle_errors
+def evaluate(pred, gt, class_map, json_path, per_class):
+    """Score PRED (vidtag .coco.json files or a folder) against GT (CocoVID JSON or ImageNet VID folder)."""
+    import json
+
+    from rich.table import Table
+
+    from vidtag.batch import atomic_write_text
+    from vidtag.eval import evaluate as run_eval
+    from vidtag.eval.report import format_rows
+
+    result = run_eval(list(pred) if len(pred) > 1 else pred[0], gt, class_map)
+    table = Table(title=f"{', '.join(p.name for p in pred)} vs {gt.name}")
+    for col in ("section", "metric", "value"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for row in format_rows(result, per_class=per_class):
+        table.add_row(*row)
+    _console().print(table)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
+        _console().print(f"wrote {json_path}")
+
+
 @main.command()
 @click.argument("video", type=click.Path(path_type=Path))
 @handle_errors
