@@ -123,7 +123,7 @@ def _decode_device(device) -> tuple[str, str]:
     from vidtag.io.decode import decode_backend
 
     where, reason = decode_backend(str(device))
-    return where, reason
+    return str(device), f"decoding on {where} ({reason})"
 
 
 def detect(
