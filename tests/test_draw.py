@@ -168,7 +168,7 @@ def test_video_sink_draws_and_encodes(tmp_path):
                    encoder_factory=FakeEncoder, crf=20) as sink:
         assert sink.needs_frames
         enc = FakeEncoder.instances[-1]
-        assert enc.entered and enc.args == (160, 96, 25.0, "src.mp4", 20, "veryfast")
+        assert enc.entered and enc.args == (160, 96, 25.0, "src.mp4", 20, VideoSink.DEFAULT_PRESET)
         assert enc.path.parent == tmp_path and enc.path.suffix == ".mp4" and enc.path != path
         for i, frame in enumerate(frames):
             dets = one_box([20, 20, 80, 70], track=1) if i % 2 == 0 else Detections.empty(with_tracks=True)

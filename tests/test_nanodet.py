@@ -1,6 +1,6 @@
 import base64
 import importlib.util
-import json
+
 import math
 import sys
 from pathlib import Path

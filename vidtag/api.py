@@ -89,9 +89,10 @@ class Runner:
         runner.decode_device, runner.decode_note = "cpu", "decoding on CPU"
         return runner
 
-    def detect(self, path: str | Path, on_progress: ProgressFn | None = None) -> VideoDetections:
+    def detect(self, path: str | Path, on_progress: ProgressFn | None = None, keep_frames: bool = False) -> VideoDetections:
+        """Detect and link one video; ``keep_frames`` keeps short videos' frames for rendering."""
         return detect_video(path, self.detector, link=self.settings.link, batch=self.settings.batch,
-                            decode_device=self.decode_device, on_progress=on_progress)
+                            decode_device=self.decode_device, on_progress=on_progress, keep_frames=keep_frames)
 
     def run_info(self) -> dict:
         from vidtag import __version__
@@ -173,10 +174,13 @@ def annotate(
     run_info = runner.run_info()
     options = dict(run_info["options"], formats=sorted(formats))
 
-    def process(task: VideoTask) -> dict:
-        result = runner.detect(task.path, on_progress=on_progress)
-        written = write_outputs(result, formats, output, task.stem, run_info,
-                                batch=settings.batch, on_progress=on_progress)
+    keep_frames = "mp4" in formats
+
+    def detect(task: VideoTask) -> VideoDetections:
+        return runner.detect(task.path, on_progress=on_progress, keep_frames=keep_frames)
+
+    def write(task: VideoTask, result: VideoDetections) -> dict:
+        written = write_outputs(result, formats, output, task.stem, run_info, batch=settings.batch)
         seconds = result.seconds + written.seconds
         return {
             "outputs": {fmt: {"file": p.name, "bytes": p.stat().st_size} for fmt, p in written.paths.items()},
@@ -188,4 +192,4 @@ def annotate(
             "detect_fps": round(result.fps, 2),
         }
 
-    return run_batch(tasks, output, process, options, overwrite=overwrite, on_event=on_event)
+    return run_batch(tasks, output, detect, write, options, overwrite=overwrite, on_event=on_event)

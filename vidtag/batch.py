@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -157,6 +158,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, fsync, then rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -229,68 +233,125 @@ class BatchSummary:
 
 
 EventFn = Callable[[str, VideoTask, dict | None], None]
-"""on_event(kind, task, record): kind is 'start', 'end'."""
+"""on_event(kind, task, record): kind is 'start' (detection begins) or 'end' (record final)."""
 
 
 def run_batch(
     tasks: Sequence[VideoTask],
     out_dir: str | Path,
-    process: Callable[[VideoTask], dict],
+    detect: Callable[[VideoTask], object],
+    write: Callable[[VideoTask, object], dict],
     options: dict,
     *,
     overwrite: bool = False,
     on_event: EventFn | None = None,
 ) -> BatchSummary:
-    """Run ``process`` on every task, isolated, keeping the manifest true.
+    """Run every task, isolated, keeping the manifest true.
+
+    Each video is detected in the calling thread; its outputs are written in
+    one background thread while the next video is detected, so writing (the
+    annotated video above all) overlaps with inference.  At most one video
+    waits to be written, so memory does not grow with the batch.
 
     Args:
         tasks: the videos.
         out_dir: output folder (created; must be writable).
-        process: does one video and returns ``{outputs, frames, seconds, fps}``;
-            raises VidtagError (or anything else) on failure.
+        detect: detects one video and returns its result; raises VidtagError
+            (or anything else) on failure.
+        write: writes a result's outputs and returns ``{outputs, frames,
+            seconds, fps, ...}`` for the manifest record.
         options: the options that define the outputs (part of the skip check).
         overwrite: redo videos already done with the same options.
         on_event: progress callback.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     out_dir = prepare_output_dir(out_dir)
     key = options_key(options)
     summary = BatchSummary()
-    with OutputLock(out_dir):
+
+    def finish(task: VideoTask, record: dict) -> None:
+        manifest.put(_finish(record))
+        summary.records.append(record)
+        if on_event:
+            on_event("end", task, record)
+
+    def settle(pending) -> None:
+        """Wait for a background write and record its outcome."""
+        task, record, future = pending
+        try:
+            record.update(future.result())
+            record["status"] = "done"
+        except BaseException as err:  # noqa: BLE001 - recorded, never lost
+            record.update(status="failed", error=_error_line(err, task.path))
+        finish(task, record)
+
+    with OutputLock(out_dir), ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="vidtag-write", initializer=_lower_thread_priority
+    ) as writer:
         manifest = Manifest(out_dir)
-        for task in tasks:
-            record = _base_record(task, key, options)
-            if on_event:
-                on_event("start", task, None)
-            try:
-                record["size"], record["sha256_first_mib"] = fingerprint(task.path)
-            except OSError as err:
-                record.update(status="failed", error=f"{task.path}: {_os_cause(err)}")
-            if record["status"] == "pending":
-                previous = manifest.get(task.path)
-                if not overwrite and _still_done(previous, record, out_dir):
-                    record.update(status="skipped", outputs=previous["outputs"], frames=previous.get("frames"),
-                                  seconds=previous.get("seconds"), fps=previous.get("fps"))
+        pending = None
+        try:
+            for task in tasks:
+                record = _base_record(task, key, options)
+                if on_event:
+                    on_event("start", task, None)
+                future = None
+                try:
+                    record["size"], record["sha256_first_mib"] = fingerprint(task.path)
+                except OSError as err:
+                    record.update(status="failed", error=f"{task.path}: {_os_cause(err)}")
+                if record["status"] == "pending":
+                    previous = manifest.get(task.path)
+                    if not overwrite and _still_done(previous, record, out_dir):
+                        record.update(status="skipped", outputs=previous["outputs"], frames=previous.get("frames"),
+                                      seconds=previous.get("seconds"), fps=previous.get("fps"))
+                    else:
+                        t0 = time.perf_counter()
+                        try:
+                            result = detect(task)
+                            future = writer.submit(write, task, result)
+                        except KeyboardInterrupt:
+                            record.update(status="failed", error=f"{task.path}: interrupted",
+                                          seconds=round(time.perf_counter() - t0, 3))
+                            if pending is not None:
+                                settle(pending)
+                                pending = None
+                            finish(task, record)
+                            raise
+                        except Exception as err:  # noqa: BLE001 - one bad video never stops the batch
+                            record.update(status="failed", error=_error_line(err, task.path))
+                if pending is not None:
+                    settle(pending)
+                    pending = None
+                if future is not None:
+                    pending = (task, record, future)
                 else:
-                    t0 = time.perf_counter()
-                    try:
-                        record.update(process(task))
-                        record["status"] = "done"
-                    except KeyboardInterrupt:
-                        record.update(status="failed", error=f"{task.path}: interrupted",
-                                      seconds=round(time.perf_counter() - t0, 3))
-                        manifest.put(_finish(record))
-                        summary.records.append(record)
-                        raise
-                    except VidtagError as err:
-                        record.update(status="failed", error=_one_line(err, task.path))
-                    except Exception as err:  # noqa: BLE001 - one bad video never stops the batch
-                        log.debug("unexpected error on %s", task.path, exc_info=True)
-                        record.update(status="failed", error=f"{task.path}: {type(err).__name__}: {_one_line(err)}")
-            manifest.put(_finish(record))
-            summary.records.append(record)
-            if on_event:
-                on_event("end", task, record)
+                    finish(task, record)
+        finally:
+            if pending is not None:
+                settle(pending)
     return summary
+
+
+def _lower_thread_priority() -> None:
+    """Give the writer thread (and the encoder threads it starts) a lower CPU
+    priority, so writing fills the gaps inference leaves instead of slowing it.
+    Linux nice values are per thread; elsewhere this does nothing."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
+
+
+def _error_line(err: BaseException, path: Path) -> str:
+    """One line for the manifest and the terminal, naming the file."""
+    if isinstance(err, KeyboardInterrupt):
+        return f"{path}: interrupted"
+    if isinstance(err, VidtagError):
+        return _one_line(err, path)
+    log.debug("unexpected error on %s", path, exc_info=(type(err), err, err.__traceback__))
+    return f"{path}: {type(err).__name__}: {_one_line(err)}"
 
 
 def _base_record(task: VideoTask, key: str, options: dict) -> dict:

@@ -31,6 +31,15 @@ ProgressFn = Callable[[str, int, int], None]
 
 STAGING_DIR = ".vidtag-staging"
 
+FRAME_CACHE_BYTES = 256 << 20
+"""Videos whose decoded frames fit in this many bytes keep them for the
+render pass instead of decoding twice; longer videos are streamed again, so
+memory never grows with video length."""
+
+DECODE_CHUNK_BYTES = 128 << 20
+"""Most bytes of decoded frames in one chunk: very large frames get smaller
+chunks than ``--batch`` so memory stays bounded."""
+
 
 @dataclass
 class VideoDetections:
@@ -50,6 +59,9 @@ class VideoDetections:
     classes: tuple[str, ...]
     seconds: float = 0.0
     link: str = "none"
+    frames: list | None = None
+    """Decoded chunks (uint8 [B, H, W, 3] RGB on the CPU), kept only for short
+    videos (see FRAME_CACHE_BYTES) so the render pass need not decode again."""
 
     @property
     def num_frames(self) -> int:
@@ -79,8 +91,12 @@ def detect_video(
     batch: int = 8,
     decode_device: str = "cpu",
     on_progress: ProgressFn | None = None,
+    keep_frames: bool = False,
 ) -> VideoDetections:
     """Decode ``path`` in chunks of ``batch`` frames, detect, then link.
+
+    With ``keep_frames``, a video whose frames fit in FRAME_CACHE_BYTES keeps
+    them in ``result.frames`` for the render pass.
 
     Raises:
         VideoError: the file cannot be decoded (message names file and cause).
@@ -94,13 +110,19 @@ def detect_video(
     info = probe(path)
     timestamps: list[np.ndarray] = []
     detections: list[Detections] = []
+    frame_bytes = info.width * info.height * 3
+    fits = frame_bytes * info.num_frames <= FRAME_CACHE_BYTES
+    cache: list | None = [] if keep_frames and fits and decode_device == "cpu" else None
 
     def recorded(chunks):
         for chunk in chunks:
             timestamps.append(np.asarray(chunk.timestamps, dtype=np.float64))
+            if cache is not None:
+                cache.append(chunk)
             yield chunk
 
-    chunks = prefetch(iter_chunks(path, chunk_size=batch, device=decode_device, info=info), depth=2, name="decode")
+    chunk_size = max(1, min(batch, DECODE_CHUNK_BYTES // max(frame_bytes, 1)))
+    chunks = prefetch(iter_chunks(path, chunk_size=chunk_size, device=decode_device, info=info), depth=2, name="decode")
     try:
         for dets in detector.run(recorded(chunks)):
             detections.append(dets)
@@ -120,6 +142,7 @@ def detect_video(
         classes=tuple(detector.classes),
         seconds=time.perf_counter() - start,
         link=link,
+        frames=cache,
     )
 
 
@@ -162,7 +185,7 @@ def write_outputs(
             staged[fmt] = staging / f"{stem}{SUFFIXES[fmt]}"
             if fmt == "mp4":
                 render_video(result.info, result.detections, result.timestamps, meta, staged[fmt],
-                             batch=batch, on_progress=on_progress)
+                             batch=batch, on_progress=on_progress, frames=result.frames)
             else:
                 with open_sink(fmt, staged[fmt], meta) as sink:
                     for i, dets in enumerate(result.detections):
@@ -187,10 +210,13 @@ def render_video(
     *,
     batch: int = 16,
     on_progress: ProgressFn | None = None,
+    frames: Sequence | None = None,
 ) -> None:
-    """Decode ``info.path`` again, draw ``detections`` and encode H.264 to ``path``.
+    """Draw ``detections`` on the video's frames and encode H.264 to ``path``.
 
-    Frames beyond ``len(detections)`` are not written; audio is copied.
+    The frames come from ``frames`` (chunks kept by :func:`detect_video`)
+    when given, else ``info.path`` is decoded again.  Frames beyond
+    ``len(detections)`` are not written; audio is copied.
     """
     from vidtag.formats import open_sink
     from vidtag.io.decode import iter_chunks
@@ -198,7 +224,10 @@ def render_video(
 
     audio = info.path if info.has_audio else None
     total = len(detections)
-    chunks = prefetch(iter_chunks(info.path, chunk_size=batch, device="cpu", info=info), depth=2, name="render-decode")
+    if frames is not None:
+        chunks = iter(frames)
+    else:
+        chunks = prefetch(iter_chunks(info.path, chunk_size=batch, device="cpu", info=info), depth=2, name="render-decode")
     try:
         with open_sink("mp4", path, meta, audio_source=audio) as sink:
             for chunk in chunks:

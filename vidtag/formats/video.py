@@ -154,11 +154,16 @@ class VideoSink(Sink):
             ``factory(path, width, height, fps, audio_source=..., crf=..., preset=...)``;
             it returns an object with ``write(frame, pts_s)``, ``close()``,
             ``abort()`` (and optionally ``__enter__``).  Default
-            :class:`vidtag.io.encode.VideoEncoder`.
-        crf, preset: x264 quality and speed.
+            :class:`vidtag.io.encode.BackgroundEncoder` (x264 in its own
+            thread, so drawing and encoding overlap).
+        crf, preset: x264 quality and speed.  ``ultrafast`` writes about 2x
+            the bytes of ``veryfast`` in half the time: the annotated video is
+            a preview and its encoding competes with inference for the CPU,
+            so speed wins (benchmarks/bench_encode.py).
     """
 
     needs_frames = True
+    DEFAULT_PRESET = "ultrafast"
 
     def __init__(
         self,
@@ -169,14 +174,14 @@ class VideoSink(Sink):
         audio_source: str | Path | None = None,
         encoder_factory: Callable | None = None,
         crf: int = 23,
-        preset: str = "veryfast",
+        preset: str = DEFAULT_PRESET,
     ):
         super().__init__(path, meta)
         self.timestamps = None if timestamps is None else np.asarray(timestamps, dtype=np.float64)
         if encoder_factory is None:
-            from vidtag.io.encode import VideoEncoder
+            from vidtag.io.encode import BackgroundEncoder
 
-            encoder_factory = VideoEncoder
+            encoder_factory = BackgroundEncoder
         self._file = AtomicFile(self.path)
         try:
             encoder = encoder_factory(
