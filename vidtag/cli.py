@@ -239,14 +239,29 @@ def models():
 
     from vidtag.weights import default_weights_dir, list_weights
 
-    table = Table(title=f"weights in {default_weights_dir()}")
-    for col in ("name", "file", "input", "classes", "sha256", "source", "licence"):
-        table.add_column(col)
-    for m in list_weights():
-        table.add_row(m.name, m.file, str(m.input_size), f"{len(m.classes)}: {', '.join(m.classes[:4])}, ...",
-                      m.sha256[:12], str(m.source.get('package', m.source) if isinstance(m.source, dict) else m.source),
-                      ", ".join(m.licenses))
-    _console().print(table)
+    console = _console()
+    manifests = list_weights()
+    if not manifests:
+        console.print(f"no weights found in {default_weights_dir()}")
+        return
+    for m in manifests:
+        table = Table(title=m.name, show_header=False, title_justify="left")
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        source = m.source if isinstance(m.source, dict) else {"from": m.source}
+        rows = {
+            "file": f"{m.manifest_path.parent / m.file}",
+            "sha256": m.sha256,
+            "classes": f"{len(m.classes)}: {', '.join(m.classes[:6])}, ...",
+            "input": f"{m.input_size} (multiple of {m.stride_multiple}), {m.channel_order}, mean {list(m.mean)}, std {list(m.std)}",
+            "source": ", ".join(f"{k}: {v}" for k, v in source.items() if not isinstance(v, (dict, list))),
+            "licences": ", ".join(m.licenses),
+            "made by": m.made_by,
+            "measured": ", ".join(f"{k}: {v}" for k, v in (m.parity or {}).items() if not isinstance(v, (dict, list))),
+        }
+        for key, value in rows.items():
+            table.add_row(key, str(value))
+        console.print(table)
 
 
 if __name__ == "__main__":

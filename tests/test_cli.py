@@ -1,0 +1,119 @@
+"""The `vidtag` commands end to end with the real NanoDet-g (small input size for speed)."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import vidtag
+from tests.clips import make_clip
+from vidtag.cli import main
+
+FAST = ["--imgsz", "128"]
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert "Traceback" not in result.output + (result.stderr or ""), result.output + result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def clip_with_audio(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("v") / "walk.mp4", n_frames=15, width=160, height=96, fps=15, audio=True)
+
+
+@pytest.fixture(scope="module")
+def detected(tmp_path_factory, clip_with_audio):
+    out = tmp_path_factory.mktemp("out")
+    result = invoke("detect", clip_with_audio, "-o", out, "--conf", "0.05", *FAST)
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def test_detect_writes_every_format(detected, clip_with_audio):
+    names = sorted(p.name for p in detected.iterdir())
+    assert names == sorted(["walk.coco.json", "walk.mot.txt", "walk.mot.json", "walk.tracks.csv",
+                            "walk.annotated.mp4", "vidtag-run.json"])
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(detected / "walk.coco.json"))
+    assert len(coco.getImgIds()) == 15 and len(coco.getCatIds()) == 80
+    info = json.loads((detected / "walk.coco.json").read_text())["info"]
+    assert info["method"] == "frame" and info["weights"] == "nanodet-g-coco" and len(info["weights_sha256"]) == 64
+    table = pd.read_csv(detected / "walk.tracks.csv")
+    assert list(table.columns) == ["video", "frame", "time_s", "track_id", "class_id", "class_name", "score",
+                                   "x1", "y1", "x2", "y2"]
+    record = json.loads((detected / "vidtag-run.json").read_text())["videos"][0]
+    assert record["status"] == "done" and record["frames"] == 15
+    assert set(record["outputs"]) == {"coco", "mot", "mot-json", "csv", "mp4"}
+
+
+def test_annotated_video_matches_source(detected, clip_with_audio):
+    with av.open(str(clip_with_audio)) as src, av.open(str(detected / "walk.annotated.mp4")) as out:
+        sv, ov = src.streams.video[0], out.streams.video[0]
+        assert ov.codec_context.name == "h264" and ov.codec_context.pix_fmt == "yuv420p"
+        assert (ov.width, ov.height) == (sv.width, sv.height)
+        src_times = [float(f.time) for f in src.decode(sv)]
+        out_times = [float(f.time) for f in out.decode(ov)]
+    assert len(out_times) == len(src_times) == 15
+    assert np.allclose(np.array(out_times) - out_times[0], np.array(src_times) - src_times[0], atol=0.5 / 15)
+    with av.open(str(detected / "walk.annotated.mp4")) as out, av.open(str(clip_with_audio)) as src:
+        assert len(out.streams.audio) == 1
+        assert out.streams.audio[0].codec_context.name == src.streams.audio[0].codec_context.name
+
+
+def test_rerun_skips_and_overwrite_redoes(detected, clip_with_audio):
+    before = (detected / "walk.coco.json").stat().st_mtime_ns
+    result = invoke("detect", clip_with_audio, "-o", detected, "--conf", "0.05", *FAST)
+    assert result.exit_code == 0 and "1 skipped" in result.stderr
+    assert (detected / "walk.coco.json").stat().st_mtime_ns == before
+    result = invoke("detect", clip_with_audio, "-o", detected, "--conf", "0.05", "--overwrite", "--format", "csv", *FAST)
+    assert result.exit_code == 0 and "1 done" in result.stderr
+
+
+def test_render_draws_saved_results(detected, clip_with_audio, tmp_path):
+    out = tmp_path / "again.mp4"
+    result = invoke("render", clip_with_audio, detected / "walk.coco.json", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 15
+
+
+def test_render_refuses_mismatched_results(detected, tmp_path):
+    other = make_clip(tmp_path / "other.mp4", n_frames=5, width=64, height=48, fps=10)
+    result = invoke("render", other, detected / "walk.coco.json", "-o", tmp_path / "x.mp4")
+    assert result.exit_code == 1 and "160x96" in result.stderr
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_info_and_models(clip_with_audio):
+    result = invoke("info", clip_with_audio)
+    assert result.exit_code == 0 and "160" in result.output and "has_audio" in result.output
+    result = invoke("models")
+    assert result.exit_code == 0 and "nanodet-g-coco" in result.output
+
+
+def test_classes_filter(tmp_path, clip_with_audio):
+    out = tmp_path / "out"
+    result = invoke("detect", clip_with_audio, "-o", out, "--conf", "0.01", "--classes", "person,car", "--format", "csv", *FAST)
+    assert result.exit_code == 0
+    table = pd.read_csv(out / "walk.tracks.csv")
+    assert set(table["class_name"]) <= {"person", "car"}
+
+
+def test_python_api_matches_cli(detected, clip_with_audio):
+    result = vidtag.detect(clip_with_audio, conf=0.05, imgsz=128)
+    assert result.num_frames == 15 and len(result.timestamps) == 15
+    total = sum(len(d) for d in result.detections)
+    table = pd.read_csv(detected / "walk.tracks.csv")
+    assert total == len(table)
+    for dets in result.detections:
+        assert dets.track_ids is not None and (dets.track_ids >= 1).all()
+    unlinked = vidtag.detect(clip_with_audio, conf=0.05, imgsz=128, link="none")
+    assert all(d.track_ids is None for d in unlinked.detections)
