@@ -6,6 +6,10 @@ The data flows one way: decode -> model -> link -> write.  Library users call
 
 __version__ = "0.1.0"
 
+from vidtag.heap import limit_heap_growth
+
+limit_heap_growth()
+
 from vidtag.errors import VideoError
 from vidtag.types import Detections, VideoInfo
 

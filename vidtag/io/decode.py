@@ -409,12 +409,15 @@ def _chunks_decord(path: Path, info: VideoInfo, chunk_size: int, device: str):
     if kind == "cuda" and decode_backend(f"cuda:{index}")[0].startswith("GPU"):
         ctx = decord.gpu(index)
     try:
-        reader = _open_decord(path, ctx=ctx)
+        # One decoder thread: as fast here as decord's default pool, and the
+        # pool's per-thread frame buffers grew memory by ~400 MB over a long
+        # video (benchmarks/bench_memory.py).
+        reader = _open_decord(path, ctx=ctx, num_threads=1)
     except VideoError:
         if ctx.device_type == decord.cpu(0).device_type:
             raise
         log.warning("%s: decord cannot decode it on cuda:%d, decoding on CPU", path, index)
-        reader = _open_decord(path)
+        reader = _open_decord(path, num_threads=1)
     n = len(reader)
     if n != info.num_frames:
         raise VideoError(path, f"frame count changed since probe ({info.num_frames} -> {n}); was the file replaced?")

@@ -1,0 +1,581 @@
+"""PSLA + RFU + DenseFT (Guo et al., ICCV 2019) on NanoDet-g.
+
+The paper's parts, mapped onto NanoDet (see ``shared/papers/NOTES.md``):
+
+* ``N_f`` (key frames): the whole backbone, the neck and, with the default
+  ``feature="head"``, each head level's 3x3 conv.  The *high-level feature*
+  ``Fh`` of a level is that conv's output (128 channels); the task network
+  ``N_t`` is the head's 1x1 predictor.  With ``feature="neck"`` ``Fh`` is the
+  neck output and ``N_t`` the whole head.
+* ``N_l`` (non-key frames): backbone stages ``0..split_stage``, giving ``Fl``.
+* RFU (key frames): ``F^_t = PSLA(Fh_k, F_t)``; ``F_t = W^ F^_t + W Fh_k``
+  with the two weights from the Update Net; ``F_t`` replaces ``Fh_k`` for the
+  detection of frame k; the first key frame sets ``F_t = Fh_k``.
+* DenseFT (non-key frames): ``T_i = Transform(Fl_i)`` per level,
+  ``P_i = PSLA(T_i, F_t)``, ``F_i = Q^ P_i + Q T_i`` from the Quality Net,
+  then ``N_t``.
+* One PSLA module (embeddings ``f`` for the memory, ``g`` for the query) per
+  pyramid level, shared by RFU and DenseFT, so ``f(F_t)`` is computed once per
+  key frame and reused by the segment's non-key frames.
+
+Why ``feature="head"`` and ``split_stage=0``: measured per-frame CPU costs
+(``benchmarks/bench_psla_cost.py``, 416x320 input) put the head's 3x3 convs
+at about 17 % of NanoDet and its 1x1 predictors at 2.5 %; a non-key frame must
+cost under about 45 % of a NanoDet frame for the whole method to be 2x faster
+at key interval 10, which leaves no room for the head's 3x3 convs *and* a
+lower backbone deeper than the stem.  Measured (1 thread, shared 2-core box):
+1.8-1.9x for head/stage 0, 1.4x for head/stages 0-1, 1.5x for neck/stage 0;
+the non-key frame is then the stem (about 1/3), PSLA (1/5), the predictor
+and its output assembly (1/8), Transform and Quality Nets.
+
+Offline schedule (sect. 3.5): segments of ``key_interval`` frames, the middle
+frame (``start + n // 2`` for a segment of n frames) is the key frame; frames
+of a segment before its key frame wait for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vidtag.models.nanodet import NanoDet, NanoDetOutput
+from vidtag.ops.sampling import PSLA
+from vidtag.types import Detections, FrameChunk
+
+
+@dataclass(frozen=True)
+class PSLAConfig:
+    """Shape and schedule of PSLA + RFU + DenseFT on NanoDet-g."""
+
+    key_interval: int = 10  # paper sect. 3.5 "key frame interval l is set as 10 by default"
+    max_displacement: int = 4  # paper sect. 3.5 "d is set as 4"; Table 5 ablates 2..5 (1 + 8d positions)
+    embed_channels: int = 16  # f, g 1x1 convs; paper 256 for 1024-ch res5 (1/4); 1/8 of our 128 ch: affinity cost halves (bench)
+    split_stage: int = 0  # N_l = backbone stages 0..split_stage (paper: up to res4b3); 0 = stem, measured (module doc)
+    feature: str = "head"  # where Fh / F_t live: "head" = after each head level's 3x3 conv, "neck" = neck output (measured)
+    levels: tuple[int, ...] = (0, 1, 2)  # pyramid levels (strides 8/16/32) that get PSLA; others use Transform(Fl) alone
+    fusion_channels: int = 32  # Update/Quality Net 1x1 width; paper 256 from a 2x1024 input (1/8) -> 256/8 = 32
+    fusion_mid_channels: int = 16  # Update/Quality Net 3x3 width, paper Fig. 4 (16)
+    transform_channels: int = 16  # Transform Net bottleneck width; paper 256 (1/4 of 1024); 16: -0.6 ms/frame vs 32 (bench)
+    fusion_init_logit: float = 16.0  # initial logit gap of Update/Quality Net: 1e-7 weight on the disfavoured input (NOTES: key frames == NanoDet at init)
+    use_rfu: bool = True  # Table 5 ablation: off = F_t is the key frame's own feature
+    use_denseft: bool = True  # Table 5 ablation: off = non-key feature is PSLA(Transform(Fl), F_t), no Quality Net
+    psla_impl: str = "auto"  # vidtag.ops.sampling: sparse on CPU (4x faster there), slices elsewhere
+
+    def __post_init__(self):
+        if self.key_interval < 1:
+            raise ValueError(f"key_interval must be >= 1, got {self.key_interval}")
+        if not 1 <= self.max_displacement <= 8:
+            raise ValueError(f"max_displacement must be in 1..8 (paper ablates 2..5), got {self.max_displacement}")
+        if self.split_stage not in (0, 1, 2):
+            raise ValueError(f"split_stage must be 0, 1 or 2 (stride 4 or 8 lower features), got {self.split_stage}")
+        if self.feature not in ("head", "neck"):
+            raise ValueError(f"feature must be 'head' or 'neck', got {self.feature!r}")
+        if not set(self.levels) <= {0, 1, 2}:
+            raise ValueError(f"levels must be a subset of (0, 1, 2), got {self.levels}")
+
+
+@dataclass(frozen=True)
+class PSLAMemory:
+    """The temporal feature ``F_t`` of a video, one map per pyramid level.
+
+    Attributes:
+        features (tuple[Tensor[1, C, h, w], ...]): ``F_t`` per level.
+        embeds (tuple[Tensor[1, E, h, w] | None, ...]): ``f(F_t)`` per level
+            (None for levels without PSLA), cached for the non-key frames.
+    """
+
+    features: tuple[Tensor, ...]
+    embeds: tuple[Tensor | None, ...]
+
+
+@dataclass(frozen=True)
+class PSLAClipOutput:
+    """What :meth:`PSLADetector.forward_clip` computed for one clip of T frames.
+
+    Attributes:
+        outputs (list[NanoDetOutput]): head output per frame (batch 1), frame order.
+        key_index (int): the key frame.
+        nonkey_index (list[int]): the other frames, ascending; the row order of
+            the non-key tensors below.
+        key_features (list[Tensor[1, C, h, w]]): ``Fh_k`` per level.
+        memory (PSLAMemory): ``F_t`` after the key frame's update.
+        transformed (list[Tensor[T-1, C, h, w]]): ``Transform(Fl_i)`` per level.
+        propagated (list[Tensor[T-1, C, h, w] | None]): ``PSLA(T_i, F_t)`` per level.
+        features (list[Tensor[T, C, h, w]]): the features fed to ``N_t``, per
+            level, frame order.
+    """
+
+    outputs: list[NanoDetOutput]
+    key_index: int
+    nonkey_index: list[int]
+    key_features: list[Tensor]
+    memory: PSLAMemory
+    transformed: list[Tensor]
+    propagated: list[Tensor | None]
+    features: list[Tensor]
+
+
+def _conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2)
+
+
+class UpdateNet(nn.Module):
+    """RFU's Update Net (paper Fig. 4): 1x1 conv -> ReLU -> 3x3 conv -> ReLU -> 3x3 conv to 2,
+    softmax over the 2 channels; fuses two maps with per-position weights.
+
+    The last conv starts at weight 0 and bias ``(-g/2, +g/2)`` (``favour=1``)
+    or ``(+g/2, -g/2)`` (``favour=0``), so a fresh net returns the favoured
+    input up to a weight of ``sigmoid(-g)`` on the other (1e-7 for g = 16).
+    Gradients on the last conv are then ~1e-7 too: Adam's scale-free steps move
+    it at once; with SGD lower ``g`` (e.g. 4) before training.
+
+    Args:
+        channels (int): channels of each input map.
+        hidden_channels (int): width of the 1x1 conv.
+        mid_channels (int): width of the first 3x3 conv.
+        init_logit (float): g.
+        favour (int): which input (0 or 1) a fresh net returns.
+    """
+
+    def __init__(self, channels: int, hidden_channels: int = 32, mid_channels: int = 16, init_logit: float = 16.0, favour: int = 1):
+        super().__init__()
+        self.reduce = _conv(2 * channels, hidden_channels, 1)
+        self.conv = _conv(hidden_channels, mid_channels, 3)
+        self.out = _conv(mid_channels, 2, 3)
+        self.act = nn.ReLU()
+        sign = 1.0 if favour == 1 else -1.0
+        with torch.no_grad():
+            self.out.weight.zero_()
+            self.out.bias.copy_(torch.tensor([-sign * init_logit / 2, sign * init_logit / 2]))
+
+    def forward(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
+        """first, second (Tensor[B, C, H, W]; first may have batch 1) ->
+        (fused Tensor[B, C, H, W], weights Tensor[B, 2, H, W]).
+
+        ``fused = weights[:, 0:1] * first + weights[:, 1:2] * second``; the
+        weights sum to 1 at each position.
+        """
+        # the 1x1 conv on cat(first, second), as two convs on the halves of its
+        # weight: same result, no concatenated copy (0.7 ms a frame at stride 8)
+        c = first.shape[1]
+        weight = self.reduce.weight
+        x = F.conv2d(first, weight[:, :c]) + F.conv2d(second, weight[:, c:], self.reduce.bias)
+        weights = self.out(self.act(self.conv(self.act(x)))).softmax(dim=1)
+        # lerp: second + w0 * (first - second), one fused pass (3x faster than two products)
+        return torch.lerp(second, first, weights[:, 0:1]), weights
+
+
+class QualityNet(UpdateNet):
+    """DenseFT's Quality Net: the Update Net's structure (paper sect. 3.5) on
+    (propagated ``P_i``, transformed ``T_i``); a fresh one returns ``P_i``
+    (the key frame's feature carried over), as the Transform Net is untrained."""
+
+    def __init__(self, channels: int, hidden_channels: int = 32, mid_channels: int = 16, init_logit: float = 16.0):
+        super().__init__(channels, hidden_channels, mid_channels, init_logit, favour=0)
+
+
+class TransformNet(nn.Module):
+    """DenseFT's Transform Net: the low feature ``Fl`` to each pyramid level's shape.
+
+    A shared bottleneck (paper Fig. 5: 1x1 reduce, 3x3, 3x3 to the high-level
+    channel count) with one output branch per level::
+
+        Fl [B, Cl, H/sl, W/sl] -> 1x1 Cl->t (if Cl > t) -> 3x3 ->t (stride 8/sl) = trunk at stride 8
+        level 0: trunk                       -> 3x3 t->C            (stride 8)
+        level 1: trunk -> 3x3 s2 t->t        -> 3x3 t->C            (stride 16)
+        level 2: ...   -> 3x3 s2 t->t (x2)   -> 3x3 t->C            (stride 32)
+
+    LeakyReLU(0.1) (NanoDet's) after every conv except the outputs, which stay
+    linear so they can regress any target feature.
+
+    Args:
+        in_channels (int): channels of ``Fl``.
+        in_stride (int): stride of ``Fl``, 4 or 8.
+        out_channels (int): channels of the high-level feature (128).
+        channels (int): bottleneck width t.
+        num_levels (int): pyramid levels, strides 8, 16, 32, ...
+    """
+
+    def __init__(self, in_channels: int, in_stride: int, out_channels: int = 128, channels: int = 32, num_levels: int = 3):
+        super().__init__()
+        if in_stride not in (4, 8):
+            raise ValueError(f"TransformNet takes a stride 4 or 8 input, got {in_stride}")
+        # the 1x1 reduction only where it reduces (the stem's output is 32 channels already)
+        self.reduce = _conv(in_channels, channels, 1) if in_channels > channels else None
+        self.to_stride8 = _conv(channels if self.reduce is not None else in_channels, channels, 3, stride=8 // in_stride)
+        self.downs = nn.ModuleList(_conv(channels, channels, 3, stride=2) for _ in range(num_levels - 1))
+        self.outs = nn.ModuleList(_conv(channels, out_channels, 3) for _ in range(num_levels))
+        self.act = nn.LeakyReLU(0.1)
+
+    def forward(self, low: Tensor) -> list[Tensor]:
+        """low (Tensor[B, Cl, H/sl, W/sl]) -> [Tensor[B, out_channels, H/s, W/s]] for s = 8, 16, 32."""
+        x = low if self.reduce is None else self.act(self.reduce(low))
+        x = self.act(self.to_stride8(x))
+        outputs = [self.outs[0](x)]
+        for down, out in zip(self.downs, self.outs[1:]):
+            x = self.act(down(x))
+            outputs.append(out(x))
+        return outputs
+
+
+class PSLADetector(nn.Module):
+    """NanoDet-g with PSLA, RFU and DenseFT; stateless (the memory is passed in).
+
+    The NanoDet is frozen here (``requires_grad_(False)``); only the new
+    modules train.  Inputs are normalised frames as from ``preprocess.letterbox``.
+
+    Args:
+        detector (NanoDet): the per-frame network (teacher and ``N_f``/``N_l``/``N_t``).
+        psla_per_level (nn.ModuleList[PSLA | None]): one PSLA per pyramid level
+            (None for levels not in ``config.levels``).
+        update_nets (nn.ModuleList[UpdateNet | None] | None): RFU per level; None if ``use_rfu`` is off.
+        transform_net (TransformNet): Fl -> one map per level.
+        quality_nets (nn.ModuleList[QualityNet | None] | None): DenseFT fusion per level; None if ``use_denseft`` is off.
+        config (PSLAConfig): the config the parts were built for.
+    """
+
+    def __init__(
+        self,
+        detector: NanoDet,
+        psla_per_level: nn.ModuleList,
+        update_nets: nn.ModuleList | None,
+        transform_net: TransformNet,
+        quality_nets: nn.ModuleList | None,
+        config: PSLAConfig,
+    ):
+        super().__init__()
+        if config.use_rfu and update_nets is None:
+            raise ValueError("use_rfu is on but no update_nets were given")
+        if config.use_denseft and quality_nets is None:
+            raise ValueError("use_denseft is on but no quality_nets were given")
+        self.detector = detector.requires_grad_(False)
+        self.psla = psla_per_level
+        self.update_nets = update_nets
+        self.transform_net = transform_net
+        self.quality_nets = quality_nets
+        self.config = config
+
+    # --- parts --------------------------------------------------------------
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        if x.shape[-1] % 32 or x.shape[-2] % 32:
+            raise ValueError(f"input H and W must be multiples of 32, got {tuple(x.shape[-2:])}")
+        if self.detector.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def high_features(self, x: Tensor, low: Tensor | None = None) -> list[Tensor]:
+        """N_f: x (Tensor[B, 3, H, W]) -> ``Fh`` per level, Tensor[B, 128, H/s, W/s], s = 8, 16, 32.
+
+        ``low``: ``low_features(x)`` if already computed (then x is not read).
+        """
+        backbone = self.detector.backbone
+        if low is None:
+            stages = backbone(self._prepare(x))
+        else:
+            stages = [low] + backbone.forward_stages(low, self.config.split_stage + 1)
+        pyramid = self.detector.neck(stages)
+        if self.config.feature == "neck":
+            return pyramid
+        return [level.conv(p) for level, p in zip(self.detector.head.levels, pyramid)]
+
+    def low_features(self, x: Tensor) -> Tensor:
+        """N_l: x (Tensor[B, 3, H, W]) -> ``Fl`` Tensor[B, Cl, H/sl, W/sl] (stage ``split_stage``'s output)."""
+        return self.detector.backbone.forward_stages(self._prepare(x), 0, self.config.split_stage + 1)[-1]
+
+    def predict(self, features: list[Tensor]) -> NanoDetOutput:
+        """N_t: features per level (as from :meth:`high_features`) -> NanoDetOutput."""
+        if self.config.feature == "neck":
+            return self.detector.head(features)
+        head = self.detector.head
+        preds, shapes = [], []
+        for level, x in zip(head.levels, features):
+            y = level.pred(x)
+            shapes.append((y.shape[2], y.shape[3]))
+            preds.append(y.flatten(2).transpose(1, 2))
+        pred = torch.cat(preds, dim=1)  # the assembly of GFLHead.forward
+        return NanoDetOutput(pred[..., : head.num_classes].sigmoid(), pred[..., head.num_classes :], tuple(shapes), head.strides)
+
+    def update_memory(self, key_features: list[Tensor], memory: PSLAMemory | None) -> PSLAMemory:
+        """RFU at a key frame.
+
+        Args:
+            key_features: ``Fh_k`` per level, Tensor[1, C, h, w].
+            memory: ``F_t`` before this key frame, or None at the first one.
+
+        Returns:
+            PSLAMemory: the updated ``F_t`` (also the key frame's features for
+            detection) and ``f(F_t)`` per level.
+        """
+        if memory is None or not self.config.use_rfu:
+            features = list(key_features)
+        else:
+            features = []
+            for i, (fh, ft) in enumerate(zip(key_features, memory.features)):
+                if self.psla[i] is None:
+                    features.append(fh)
+                    continue
+                aligned = self.psla[i](fh, ft, memory_embed=memory.embeds[i])
+                features.append(self.update_nets[i](aligned, fh)[0])
+        embeds = tuple(None if p is None else p.embed_memory(f) for p, f in zip(self.psla, features))
+        return PSLAMemory(tuple(features), embeds)
+
+    def nonkey_features(self, x: Tensor, memory: PSLAMemory) -> tuple[list[Tensor], list[Tensor], list[Tensor | None]]:
+        """DenseFT on a batch of non-key frames.
+
+        Args:
+            x (Tensor[B, 3, H, W]): normalised frames.
+            memory: ``F_t`` of their key frame (batch 1, broadcast).
+
+        Returns:
+            (features, transformed, propagated): per level Tensor[B, C, h, w];
+            ``features`` go to :meth:`predict`; ``propagated`` is None for
+            levels without PSLA.
+        """
+        return self._densefts(self.low_features(x), memory)
+
+    def _densefts(self, low: Tensor, memory: PSLAMemory) -> tuple[list[Tensor], list[Tensor], list[Tensor | None]]:
+        transformed = self.transform_net(low)
+        features, propagated = [], []
+        for i, t in enumerate(transformed):
+            if self.psla[i] is None:
+                features.append(t)
+                propagated.append(None)
+                continue
+            p = self.psla[i](t, memory.features[i], memory_embed=memory.embeds[i])
+            propagated.append(p)
+            features.append(self.quality_nets[i](p, t)[0] if self.config.use_denseft else p)
+        return features, transformed, propagated
+
+    def forward_segment(self, x: Tensor, key: int, memory: PSLAMemory | None) -> tuple[list[NanoDetOutput], PSLAMemory]:
+        """Inference on one segment: N_l on all its frames as one batch, the rest
+        of N_f + RFU on the key frame, DenseFT on the others.
+
+        Args:
+            x (Tensor[n, 3, H, W]): the segment's normalised frames.
+            key (int): index of the key frame in x.
+            memory: ``F_t`` before this segment (None for the first).
+
+        Returns:
+            ([key output (batch 1), non-key output (batch n - 1, frame order) or
+            absent when n == 1], the updated memory).
+        """
+        low = self.low_features(x)
+        memory = self.update_memory(self.high_features(x[key : key + 1], low[key : key + 1]), memory)
+        outputs = [self.predict(list(memory.features))]
+        if len(x) > 1:
+            others = [i for i in range(len(x)) if i != key]
+            outputs.append(self.predict(self._densefts(low[others], memory)[0]))
+        return outputs, memory
+
+    # --- training-friendly forward ------------------------------------------
+
+    def forward_clip(self, clip: Tensor, key_index: int, memory: PSLAMemory | None = None) -> PSLAClipOutput:
+        """One key frame and its non-key frames, with gradients.
+
+        Args:
+            clip (Tensor[T, 3, H, W]): normalised frames of one video.
+            key_index (int): which frame of the clip is the key frame.
+            memory: ``F_t`` from an earlier key frame (e.g. ``forward_clip(
+                earlier_frame[None], 0).memory``), or None: the key frame
+                initialises it.
+
+        Returns:
+            PSLAClipOutput: head outputs for every frame and the intermediates.
+        """
+        t = clip.shape[0]
+        if not 0 <= key_index < t:
+            raise ValueError(f"key_index {key_index} outside a clip of {t} frames")
+        key_features = self.high_features(clip[key_index : key_index + 1])
+        memory = self.update_memory(key_features, memory)
+        nonkey_index = [i for i in range(t) if i != key_index]
+        key_output = self.predict(list(memory.features))
+        if nonkey_index:
+            feats, transformed, propagated = self.nonkey_features(clip[nonkey_index], memory)
+            nonkey_output = self.predict(feats)
+        else:
+            feats, transformed, propagated = [f[:0] for f in memory.features], [], []
+        features = [torch.cat((f[:key_index], k, f[key_index:])) for f, k in zip(feats, memory.features)]
+        outputs = []
+        for i in range(t):
+            src, row = (key_output, 0) if i == key_index else (nonkey_output, i - (i > key_index))
+            outputs.append(_take(src, row))
+        return PSLAClipOutput(outputs, key_index, nonkey_index, key_features, memory, transformed, propagated, features)
+
+    @torch.no_grad()
+    def teacher_features(self, clip: Tensor) -> list[Tensor]:
+        """The frozen NanoDet's ``Fh`` per level for every frame, Tensor[T, C, h, w] (distillation targets)."""
+        return self.high_features(clip)
+
+    # --- the trainable part -------------------------------------------------
+
+    def trainable_modules(self) -> nn.ModuleDict:
+        """The new modules (everything but the NanoDet)."""
+        parts = {"psla": self.psla, "transform_net": self.transform_net}
+        if self.update_nets is not None:
+            parts["update_nets"] = self.update_nets
+        if self.quality_nets is not None:
+            parts["quality_nets"] = self.quality_nets
+        return nn.ModuleDict(parts)
+
+    def save_modules(self, path: str | Path) -> None:
+        """Save the new modules' state dict and the config (not the NanoDet weights)."""
+        state = {k: v.detach().cpu() for k, v in self.trainable_modules().state_dict().items()}
+        torch.save({"config": asdict(self.config), "state_dict": state}, Path(path))
+
+    def load_modules(self, path: str | Path) -> None:
+        """Load what :meth:`save_modules` wrote; the configs must agree on every shape-relevant field.
+
+        Raises:
+            ValueError: the file was saved for another configuration.
+        """
+        saved = torch.load(Path(path), map_location="cpu", weights_only=True)
+        mine = asdict(self.config)
+        shape_fields = ("embed_channels", "split_stage", "feature", "levels", "fusion_channels",
+                        "fusion_mid_channels", "transform_channels", "use_rfu", "use_denseft")  # fmt: skip
+        theirs = saved["config"]
+        diff = [f"{f}={theirs.get(f)!r}" for f in shape_fields if _as_tuple(theirs.get(f)) != _as_tuple(mine[f])]
+        if diff:
+            raise ValueError(f"{path}: saved for another PSLAConfig ({', '.join(diff)})")
+        self.trainable_modules().load_state_dict(saved["state_dict"])
+
+
+def _as_tuple(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def _take(output: NanoDetOutput, row: int) -> NanoDetOutput:
+    return NanoDetOutput(output.cls_scores[row : row + 1], output.box_dists[row : row + 1], output.level_shapes, output.strides)
+
+
+def build_psla(detector: NanoDet, config: PSLAConfig | None = None) -> PSLADetector:
+    """Assemble a PSLADetector with freshly initialised new modules around ``detector``.
+
+    The new modules follow the NanoDet's device and memory format.
+    """
+    config = config or PSLAConfig()
+    channels = detector.config.neck_channels if config.feature == "neck" else detector.config.head_channels
+    num_levels = len(detector.config.strides)
+    backbone = detector.backbone
+    low_channels, low_stride = backbone.channels[config.split_stage], backbone.strides[config.split_stage]
+
+    def per_level(make):
+        return nn.ModuleList(make() if i in config.levels else None for i in range(num_levels))
+
+    psla = per_level(lambda: PSLA(channels, config.embed_channels, config.max_displacement, config.psla_impl))
+    fusion = (channels, config.fusion_channels, config.fusion_mid_channels, config.fusion_init_logit)
+    update = per_level(lambda: UpdateNet(*fusion)) if config.use_rfu else None
+    quality = per_level(lambda: QualityNet(*fusion)) if config.use_denseft else None
+    transform = TransformNet(low_channels, low_stride, channels, config.transform_channels, num_levels)
+    model = PSLADetector(detector, psla, update, transform, quality, config)
+    param = next(detector.parameters())
+    fmt = torch.channels_last if detector.channels_last else torch.contiguous_format
+    model.trainable_modules().to(device=param.device, memory_format=fmt)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------
+# Video detector: the offline key-frame schedule
+# ---------------------------------------------------------------------------
+
+
+def segment_key_frames(num_frames: int, key_interval: int) -> list[tuple[int, int, int]]:
+    """The offline schedule: (start, stop, key) per segment of ``key_interval`` frames.
+
+    The key frame is ``start + n // 2`` for a segment of n frames (the middle;
+    for l = 10 the key frame looks ahead at most 5 frames).
+    """
+    segments = []
+    for start in range(0, num_frames, key_interval):
+        stop = min(start + key_interval, num_frames)
+        segments.append((start, stop, start + (stop - start) // 2))
+    return segments
+
+
+@dataclass
+class _VideoState:
+    memory: PSLAMemory | None = None
+    pending: list[Tensor] = field(default_factory=list)  # frames of the current segment, uint8 [H, W, 3]
+    next_start: int = 0  # index of the first pending frame
+    source_shape: tuple[int, ...] | None = None
+    max_pending: int = 0  # most frames ever buffered (tests check the bound)
+    key_frames: list[int] = field(default_factory=list)  # key frames run so far, in order
+
+
+class PSLAVideoDetector:
+    """Video detector with the same interface as ``build.FrameDetector``.
+
+    Buffers at most ``key_interval`` frames (one segment): a segment is run as
+    its key frame (batch 1: full network + RFU) followed by its non-key
+    frames (one batch: N_l + DenseFT + N_t).
+
+    Args:
+        model (PSLADetector): in eval mode on ``device``.
+        classes: the model's class names (index = label).
+        options (build.DetectOptions): thresholds and input size.
+        device: where the network runs.
+    """
+
+    method = "psla"
+
+    def __init__(self, model: PSLADetector, classes: tuple[str, ...], options, device: torch.device | str = "cpu"):
+        self.model = model
+        self.classes = classes
+        self.options = options
+        self.device = torch.device(device)
+        self.state = _VideoState()
+
+    def reset(self) -> None:
+        """Forget the temporal feature and buffered frames: call at the start of each video."""
+        self.state = _VideoState()
+
+    def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
+        """Yield one Detections per frame of ``chunks`` (one video), in order."""
+        self.reset()
+        interval = self.model.config.key_interval
+        for chunk in chunks:
+            frames = torch.as_tensor(chunk.frames)
+            for frame in frames:
+                self.state.pending.append(frame)
+                self.state.max_pending = max(self.state.max_pending, len(self.state.pending))
+                if len(self.state.pending) == interval:
+                    yield from self._run_segment()
+        if self.state.pending:
+            yield from self._run_segment()
+
+    @torch.inference_mode()
+    def _run_segment(self) -> list[Detections]:
+        from vidtag.models.nanodet import postprocess
+        from vidtag.models.preprocess import letterbox
+
+        state = self.state
+        frames = torch.stack(state.pending).to(self.device, non_blocking=True)
+        if state.source_shape is None:
+            state.source_shape = tuple(frames.shape[1:])
+        elif tuple(frames.shape[1:]) != state.source_shape:
+            raise ValueError(f"frame size changed within a video: {state.source_shape} -> {tuple(frames.shape[1:])}")
+        start, n = state.next_start, len(frames)
+        state.pending, state.next_start = [], start + n
+        key = n // 2
+        state.key_frames.append(start + key)
+
+        x, box = letterbox(frames, self.options.imgsz)
+        outputs, state.memory = self.model.forward_segment(x, key, state.memory)
+        results: list[Detections | None] = [None] * n
+        for rows, output in zip([key, [i for i in range(n) if i != key]], outputs):
+            dets = postprocess(
+                output,
+                box,
+                conf_threshold=self.options.conf,
+                iou_threshold=self.options.iou,
+                max_det=self.options.max_det,
+                classes=self.options.classes,
+            )
+            for row, d in zip([rows] if isinstance(rows, int) else rows, dets):
+                results[row] = d
+        return results
