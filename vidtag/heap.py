@@ -1,11 +1,13 @@
 """Keep the process heap from growing with video length (glibc only).
 
-Frames are decoded in one thread and freed in another.  With glibc's
-default, dynamic trim threshold, the freed megabytes stay in the allocator
-and the process grows by hundreds of MB over a long video or a batch
-(benchmarks/bench_memory.py shows it).  A fixed 1 MiB threshold returns them
-to the OS and keeps memory flat.  It only takes effect when set early, before
-the first large allocations, so ``import vidtag`` sets it; set the
+Frames are decoded in one thread, drawn in another and encoded in a third.
+With glibc's defaults each thread gets its own arena, the megabytes freed
+across threads stay in those arenas, and the dynamic trim threshold keeps
+them from the OS: the process grew by 200 MB to 1 GB over a 10,000-frame
+video (benchmarks/bench_memory.py).  One arena and a fixed 1 MiB trim
+threshold keep it flat; vidtag's threads hand over whole frames, so one arena
+costs no measurable speed.  The settings only take effect before the first
+threads and large allocations, so ``import vidtag`` makes them; set the
 environment variable ``VIDTAG_MALLOC_TUNING=0`` to leave malloc alone.
 """
 
@@ -16,11 +18,13 @@ import ctypes.util
 import os
 
 TRIM_THRESHOLD_BYTES = 1 << 20
-_M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter number
+ARENAS = 1
+_M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers
+_M_ARENA_MAX = -8
 
 
 def limit_heap_growth() -> bool:
-    """Set glibc's trim threshold; False where that is not possible or opted out."""
+    """Set glibc's trim threshold and arena count; False where not possible or opted out."""
     if os.environ.get("VIDTAG_MALLOC_TUNING", "1") == "0":
         return False
     try:
@@ -28,4 +32,4 @@ def limit_heap_growth() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)) and bool(mallopt(_M_ARENA_MAX, ARENAS))
