@@ -149,6 +149,9 @@ class BatchProgress:
                     "failed": f"[red]failed[/red]: {record['error']}"}[status]
             if self._progress is not None:
                 self._progress.advance(self._batch)
+                if self._video is not None and status != "done":
+                    self._progress.remove_task(self._video)
+                    self._video = None
                 self._progress.console.print(f"{task.path.name}: {line}", soft_wrap=True)
             elif not self.quiet or status == "failed":
                 self.console.print(f"  {line}", soft_wrap=True)
