@@ -117,3 +117,11 @@ def test_python_api_matches_cli(detected, clip_with_audio):
         assert dets.track_ids is not None and (dets.track_ids >= 1).all()
     unlinked = vidtag.detect(clip_with_audio, conf=0.05, imgsz=128, link="none")
     assert all(d.track_ids is None for d in unlinked.detections)
+
+
+def test_psla_method_runs_with_shipped_modules(tmp_path, clip_with_audio):
+    out = tmp_path / "out"
+    result = invoke("detect", clip_with_audio, "-o", out, "--method", "psla", "--format", "coco", *FAST)
+    assert result.exit_code == 0, result.stderr
+    coco = json.loads((out / "walk.coco.json").read_text())
+    assert len(coco["images"]) == 15 and coco["info"]["method"] == "psla"

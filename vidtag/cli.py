@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 FORMAT_CHOICES = ("coco", "mot", "mot-json", "csv", "mp4")
-METHOD_CHOICES = ("frame",)
+METHOD_CHOICES = ("frame", "psla")
 LINK_CHOICES = ("seqnms+", "seqnms", "none")
 
 
@@ -70,7 +70,7 @@ def _split_commas(ctx, param, value):
 
 @main.command()
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--method", type=click.Choice(METHOD_CHOICES), default="frame", show_default=True, help="Detection method.")
+@click.option("--method", type=click.Choice(METHOD_CHOICES), default="frame", show_default=True, help="frame: NanoDet-g per frame; psla: key frames + sparse local attention (experimental).")
 @click.option("--link", type=click.Choice(LINK_CHOICES), default="seqnms+", show_default=True, help="Link boxes over time into tracks.")
 @click.option("--conf", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="Minimum score kept.")
 @click.option("--classes", multiple=True, callback=_split_commas, help="Keep only these classes, e.g. person,car.")

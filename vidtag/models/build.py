@@ -15,7 +15,10 @@ import torch
 
 from vidtag.types import Detections, FrameChunk
 
-METHODS = ("frame",)
+METHODS = ("frame", "psla")
+
+PSLA_WEIGHTS = "psla-nanodet-g.json"
+"""Manifest of the trained PSLA + RFU + DenseFT modules in the weights folder."""
 
 
 @dataclass(frozen=True)
@@ -124,4 +127,34 @@ def build_detector(
     dev = device if isinstance(device, torch.device) else select_device(device)
     manifest = resolve_weights(weights or "nanodet-g-coco")
     model = load_nanodet(manifest).to(dev).eval()
+    if method == "psla":
+        return _build_psla(model, manifest, options, dev), manifest
     return FrameDetector(model, tuple(manifest.classes), options, dev), manifest
+
+
+def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.device):
+    """Wrap NanoDet-g with the shipped PSLA modules (sha256 checked, base weights matched)."""
+    import json
+    from dataclasses import fields
+
+    from vidtag.errors import WeightsError
+    from vidtag.models.psla import PSLAConfig, PSLAVideoDetector, build_psla
+    from vidtag.weights import default_weights_dir, file_sha256
+
+    manifest_path = default_weights_dir() / PSLA_WEIGHTS
+    try:
+        psla_manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"{manifest_path}: cannot read the PSLA weights manifest ({err})") from None
+    file = manifest_path.parent / psla_manifest["file"]
+    if not file.is_file():
+        raise WeightsError(f"{file}: PSLA weights file not found")
+    if file_sha256(file) != psla_manifest["sha256"]:
+        raise WeightsError(f"{file}: sha256 does not match its manifest (corrupt or replaced)")
+    if psla_manifest["base_weights"]["sha256"] != base_manifest.sha256:
+        raise WeightsError(f"{file}: trained on {psla_manifest['base_weights']['name']}, not on {base_manifest.name}")
+    known = {f.name for f in fields(PSLAConfig)}
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in psla_manifest["psla_config"].items() if k in known}
+    model = build_psla(nanodet, PSLAConfig(**saved))
+    model.load_modules(file)
+    return PSLAVideoDetector(model.to(device).eval(), tuple(base_manifest.classes), options, device)
