@@ -510,7 +510,10 @@ def main() -> None:
 
     # Models: per clip, degraded then clean; the method order alternates between passes.
     for d in detectors.values():
-        d.detect_frames(torch.from_numpy(clips[0].frames[:BATCH]))  # warm-up
+        warm = clips[0].frames[:BATCH]  # warm-up through the common video-detector interface
+        from vidtag.types import FrameChunk
+
+        list(d.run([FrameChunk(0, torch.from_numpy(warm), np.arange(len(warm), dtype=np.float64))]))
     raw, model_s = {}, {}
     pass_no = 0
     for c in clips:
