@@ -3,12 +3,12 @@
 Frames are decoded in one thread, drawn in another and encoded in a third.
 With glibc's defaults each thread gets its own arena, the megabytes freed
 across threads stay in those arenas, and the dynamic trim threshold keeps
-them from the OS: the process grew by 200 MB to 1 GB over a 10,000-frame
-video (benchmarks/bench_memory.py).  One arena and a fixed 1 MiB trim
-threshold keep it flat; vidtag's threads hand over whole frames, so one arena
-costs no measurable speed.  The settings only take effect before the first
-threads and large allocations, so ``import vidtag`` makes them; set the
-environment variable ``VIDTAG_MALLOC_TUNING=0`` to leave malloc alone.
+them from the OS: benchmarks/bench_memory.py printed growths of 189 to
+968 MB over a 10,000-frame video.  One arena and a fixed 1 MiB trim
+threshold keep it flat (113 MB); vidtag's threads hand over whole frames,
+so they rarely contend for the one arena.  The settings only take effect
+before the first threads and large allocations, so ``import vidtag`` makes
+them; set ``VIDTAG_MALLOC_TUNING=0`` to leave malloc alone.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ scored video becomes an image, categories are the ground truth's classes
 recall points, IoU 0.50:0.95, max 100 detections per image, area ranges), so
 these figures are comparable with any other COCO evaluation.
 
-pycocotools' ``COCO.loadRes`` fails on an empty result list; an empty
-results object is built instead, which makes AP 0 when there is ground truth.
+pycocotools' ``COCO.loadRes`` fails on an empty result list;
+:func:`vidtag.formats.coco.load_results` builds an empty results object
+instead, which makes AP 0 when there is ground truth.
 pycocotools reports -1 for an undefined figure (no ground truth); it is
 returned as None.
 """
@@ -21,6 +22,7 @@ import io
 import numpy as np
 
 from vidtag.eval.groundtruth import FrameBoxes, VideoBoxes, xyxy_to_xywh
+from vidtag.formats.coco import load_results
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 """The 12 numbers of ``COCOeval.stats``, in order."""
@@ -99,12 +101,7 @@ def coco_stats(gt: dict, results: list[dict]) -> dict[str, float | None]:
         coco_gt = COCO()
         coco_gt.dataset = {k: list(v) for k, v in gt.items()}
         coco_gt.createIndex()
-        if results:
-            coco_dt = coco_gt.loadRes([dict(r) for r in results])
-        else:
-            coco_dt = COCO()
-            coco_dt.dataset = {"images": list(gt["images"]), "categories": list(gt["categories"]), "annotations": []}
-            coco_dt.createIndex()
+        coco_dt = load_results(coco_gt, [dict(r) for r in results])
         if not gt["annotations"]:
             return {name: None for name in STAT_NAMES}
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
