@@ -29,7 +29,11 @@ Methods.  A setting is ``METHOD`` (no linking) or ``METHOD+LINK`` (LINK one of
 vidtag.linking's methods).  By default every method in
 ``vidtag.models.build.METHODS`` runs without linking and with Seq-NMS+;
 ``psla`` and ``iff`` are asked for too and are skipped with a note while the
-factory does not build them.  Detectors run at the CLI defaults (conf 0.25,
+factory does not build them.  ``psla:KEY=VALUE`` runs the shipped PSLA modules
+with an inference-time change (``d``: max displacement, ``k``: key interval,
+``rfu=0`` / ``denseft=0``: that part switched off); ``--ablation`` adds the
+paper's Table 5 rows that way (the modules are trained once, with d = 4 and
+every part on).  Detectors run at the CLI defaults (conf 0.25,
 imgsz 416, chunks of 8 frames).
 
 AP50.  COCO AP at IoU 0.5 (pycocotools through ``vidtag.eval.coco_ap``), over
@@ -252,8 +256,28 @@ def recall_ceiling(pred, gt, iou: float = 0.5) -> np.ndarray:
 # --------------------------------------------------------------------------- running
 
 
-def parse_settings(text: str | None, available) -> tuple[list[tuple[str, str]], list[str]]:
-    """'frame,frame+seqnms+' -> [(method, link)], notes on skipped ones."""
+# Variants of psla with the same trained modules: ``psla:KEY=VALUE[:KEY=VALUE]``.
+VARIANT_KEYS = {"d": ("max_displacement", int), "k": ("key_interval", int), "rfu": ("use_rfu", lambda v: v == "1"),
+                "denseft": ("use_denseft", lambda v: v == "1")}
+# Table 5 of the paper on our data: PSLA alone, + RFU, + DenseFT (= psla), then d = 2..5 (d = 4 is psla).
+ABLATION = ("psla:rfu=0:denseft=0", "psla:denseft=0", "psla:d=2", "psla:d=3", "psla:d=5")
+
+
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """'psla:d=2:rfu=0' -> ('psla', {'max_displacement': 2, 'use_rfu': False}); 'frame' -> ('frame', {})."""
+    base, *parts = spec.split(":")
+    options = {}
+    for part in parts:
+        key, _, value = part.partition("=")
+        if key not in VARIANT_KEYS or not value:
+            raise SystemExit(f"bad variant {part!r} in {spec!r}: use KEY=VALUE with KEY in {', '.join(VARIANT_KEYS)}")
+        name, cast = VARIANT_KEYS[key]
+        options[name] = cast(value)
+    return base, options
+
+
+def parse_settings(text: str | None, available, ablation: bool = False) -> tuple[list[tuple[str, str]], list[str]]:
+    """'frame,frame+seqnms+,psla:d=2' -> [(method, link)], notes on skipped ones; ``ablation`` adds :data:`ABLATION`."""
     from vidtag.linking import METHODS as LINKS
 
     if text:
@@ -263,11 +287,13 @@ def parse_settings(text: str | None, available) -> tuple[list[tuple[str, str]], 
             wanted.append((method, link or "none"))
     else:
         wanted = [(m, l) for m in dict.fromkeys(CANDIDATE_METHODS + tuple(available)) for l in DEFAULT_LINKS]
+    if ablation:
+        wanted += [(m, "none") for m in ABLATION]
     settings, notes = [], []
     for method, link in wanted:
         if link not in LINKS:
             raise SystemExit(f"unknown linking {link!r} in --methods: choose from {', '.join(LINKS)}")
-        if method not in available:
+        if parse_variant(method)[0] not in available:
             note = f"{method}: skipped, not in vidtag.models.build.METHODS ({', '.join(available)})"
             if note not in notes:
                 notes.append(note)
@@ -444,6 +470,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s; the machine is shared)")
     parser.add_argument("--diag-conf", type=float, default=0.05, help="conf of one extra per-frame pass on the degraded clips that shows what a lower threshold leaves for linking; 0 skips it (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
+    parser.add_argument("--ablation", action="store_true", help="add the PSLA ablation rows (paper Table 5 on our data): " + ", ".join(ABLATION))
     args = parser.parse_args()
 
     import torch
@@ -471,14 +498,15 @@ def main() -> None:
         raise SystemExit(f"unknown clip(s) {unknown}: choose from {', '.join(by_name)}")
     if RESERVED_SEEDS[0] <= args.seed and args.seed + len(CLIPS) - 1 > RESERVED_SEEDS[1]:
         raise SystemExit(f"--seed {args.seed} runs out of the reserved benchmark seeds {RESERVED_SEEDS}")
-    settings, notes = parse_settings(args.methods, METHODS)
+    settings, notes = parse_settings(args.methods, METHODS, args.ablation)
     methods = list(dict.fromkeys(["frame"] + [m for m, _ in settings]))  # frame always: it makes the pseudo GT
 
     options = DetectOptions()
     detectors = {}
     for m in methods:
         try:
-            detectors[m], manifest = build_detector(m, None, options, args.device)
+            base, variant = parse_variant(m)
+            detectors[m], manifest = build_detector(base, None, options, args.device, variant or None)
         except (ValueError, FileNotFoundError, NotImplementedError) as err:
             notes.append(f"{m}: skipped, build_detector failed: {err}")
     settings = [s for s in settings if s[0] in detectors]

@@ -125,3 +125,13 @@ def test_psla_method_runs_with_shipped_modules(tmp_path, clip_with_audio):
     assert result.exit_code == 0, result.stderr
     coco = json.loads((out / "walk.coco.json").read_text())
     assert len(coco["images"]) == 15 and coco["info"]["method"] == "psla"
+
+
+def test_key_interval_reaches_the_detector_and_the_run_record(tmp_path, clip_with_audio):
+    out = tmp_path / "out"
+    result = invoke("detect", clip_with_audio, "-o", out, "--method", "psla", "--key-interval", "4", "--format", "coco", *FAST)
+    assert result.exit_code == 0, result.stderr
+    run = json.loads((out / "vidtag-run.json").read_text())
+    assert "key_interval" in json.dumps(run) and '"key_interval": 4' in json.dumps(run)
+    bad = invoke("detect", clip_with_audio, "-o", out, "--method", "psla", "--key-interval", "0", *FAST)
+    assert bad.exit_code == 2 and "key-interval" in bad.stderr

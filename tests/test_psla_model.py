@@ -250,3 +250,45 @@ def test_cuda_matches_cpu(nanodet):
     for a, b in zip(dets_cpu, dets_gpu):
         keep = a.scores > 0.1
         assert len(b) >= keep.sum()
+
+
+# --- non-key affinity, inference-time options -------------------------------------
+
+
+def test_nonkey_affinity_uses_the_key_frames_transformed_feature(nanodet):
+    torch.manual_seed(2)
+    clip = _clip(5)
+    for affinity in ("key_transformed", "memory"):
+        model = build_psla(nanodet, PSLAConfig(nonkey_affinity=affinity))
+        with torch.no_grad():
+            out = model.forward_clip(clip, 2)
+            key_t = model.transform_net(model.low_features(clip[2:3]))
+        for level, psla_module in enumerate(model.psla):
+            want = psla_module.f(key_t[level]) if affinity == "key_transformed" else out.memory.embeds[level]
+            torch.testing.assert_close(out.memory.nonkey_embeds[level], want, atol=1e-5, rtol=0)
+            # the next key frame's RFU always compares with f(F_t)
+            torch.testing.assert_close(out.memory.embeds[level], psla_module.f(out.memory.features[level]), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="nonkey_affinity"):
+        PSLAConfig(nonkey_affinity="flow")
+
+
+def test_config_from_older_files_means_the_papers_affinity():
+    saved = {"key_interval": 10, "levels": [0, 1, 2], "some_future_field": 1}
+    config = PSLAConfig.from_saved(saved)
+    assert config.nonkey_affinity == "memory" and config.levels == (0, 1, 2)
+    assert PSLAConfig.from_saved(saved, key_interval=4).key_interval == 4
+
+
+def test_inference_options_override_the_shipped_config():
+    from vidtag.models.build import build_detector
+
+    detector, _ = build_detector("psla", None, DetectOptions(imgsz=96), "cpu", {"key_interval": 4, "max_displacement": 2, "use_rfu": False})
+    config = detector.model.config
+    assert (config.key_interval, config.max_displacement, config.use_rfu) == (4, 2, False)
+    assert all(p.max_displacement == 2 for p in detector.model.psla if p is not None)
+    dets = list(detector.run(_chunks(_frames(9), 5)))
+    assert len(dets) == 9 and detector.state.key_frames == [2, 6, 8]  # segments 0-3, 4-7, 8
+    with pytest.raises(ValueError, match="cannot change at inference"):
+        build_detector("psla", None, DetectOptions(imgsz=96), "cpu", {"embed_channels": 8})
+    with pytest.raises(ValueError, match="PSLA options"):
+        build_detector("frame", None, DetectOptions(imgsz=96), "cpu", {"key_interval": 4})

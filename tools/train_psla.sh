@@ -4,15 +4,18 @@
 # (vtest.avi frames 0-396, bikes.mp4 frames 0-124; the second halves are the
 # benchmark's and are never decoded here).
 #
-#   tools/train_psla.sh            # the shipped run (1 thread, about 15-20 min on a 2-core CPU)
+#   tools/train_psla.sh            # the shipped run (1 thread, imgsz 416, stops after TIME_LIMIT seconds)
 #   tools/train_psla.sh sanity     # the pre-run check: train on vtest 0-349 / bikes 0-109 for 150 steps,
 #                                  # compare untrained vs trained students on vtest 350-396 / bikes 110-124
 #
-# Environment: FOOTAGE (default /work/shared/footage), OUT (default weights), STEPS (default 1400).
+# Environment: FOOTAGE (default /work/shared/footage), OUT (default weights), STEPS (default 2600),
+# TIME_LIMIT (seconds, default 2400), IMGSZ (default 416, the inference size), AFFINITY (non-key PSLA
+# affinity: key_transformed (default) or memory, the paper's), SEED (default 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODE="${1:-train}" FOOTAGE="${FOOTAGE:-/work/shared/footage}" OUT="${OUT:-weights}" STEPS="${STEPS:-1400}" \
-CMD="tools/train_psla.sh $*" python - <<'PY'
+MODE="${1:-train}" FOOTAGE="${FOOTAGE:-/work/shared/footage}" OUT="${OUT:-weights}" STEPS="${STEPS:-2600}" \
+TIME_LIMIT="${TIME_LIMIT:-2400}" IMGSZ="${IMGSZ:-416}" AFFINITY="${AFFINITY:-key_transformed}" SEED="${SEED:-0}" \
+CMD="STEPS=${STEPS:-2600} TIME_LIMIT=${TIME_LIMIT:-2400} IMGSZ=${IMGSZ:-416} AFFINITY=${AFFINITY:-key_transformed} SEED=${SEED:-0} tools/train_psla.sh $*" python - <<'PY'
 import json, os, time
 import torch
 from vidtag.models.psla import PSLAConfig
@@ -21,6 +24,8 @@ from vidtag.train.loop import TrainConfig, build_student, evaluate_student, fixe
 
 torch.set_num_threads(1)  # stable on a shared 2-core box; also what the recorded wall time means
 mode, footage, out = os.environ["MODE"], os.environ["FOOTAGE"], os.environ["OUT"]
+imgsz, seed = int(os.environ["IMGSZ"]), int(os.environ["SEED"])
+psla = PSLAConfig(fusion_init_logit=4.0, nonkey_affinity=os.environ["AFFINITY"])
 videos = (f"{footage}/vtest.avi", f"{footage}/bikes.mp4")
 full = ((0, 397), (0, 125))  # first 50 % of 795 and 250 frames
 sanity_train, sanity_val = ((0, 350), (0, 110)), ((350, 397), (110, 125))
@@ -30,13 +35,15 @@ def log(d):
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}), flush=True)
 
 
-val = [load_frames(v, a, b, 320) for v, (a, b) in zip(videos, sanity_val)]
+val = [load_frames(v, a, b, imgsz) for v, (a, b) in zip(videos, sanity_val)]
 clips = fixed_clips(val, 24, seed=123)
+common = dict(videos=videos, batch=2, seed=seed, threads=1, log_every=25, imgsz=imgsz, psla=psla)
 if mode == "sanity":
-    cfg = TrainConfig(videos=videos, frames=sanity_train, steps=150, batch=2, seed=0, threads=1, log_every=25)
+    cfg = TrainConfig(frames=sanity_train, steps=150, **common)
 else:
-    cfg = TrainConfig(videos=videos, frames=full, steps=int(os.environ["STEPS"]), batch=2, seed=0, threads=1,
-                      log_every=25, checkpoint=f"{out}/psla-nanodet-g.pt", checkpoint_every=200, time_limit_s=1200)
+    os.makedirs(out, exist_ok=True)
+    cfg = TrainConfig(frames=full, steps=int(os.environ["STEPS"]), checkpoint=f"{out}/psla-nanodet-g.pt",
+                      checkpoint_every=200, time_limit_s=float(os.environ["TIME_LIMIT"]), **common)
 untrained = evaluate_student(build_student(cfg).eval(), val, clips, cfg.imgsz)
 result = train_psla(cfg, on_log=log)
 figures = {

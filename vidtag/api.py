@@ -35,6 +35,7 @@ class Settings:
     batch: int = 8
     device: str = "auto"
     weights: str | None = None
+    key_interval: int = 10  # psla: frames per segment (one key frame each)
 
     def output_options(self, manifest) -> dict:
         """The options that change outputs (device and batch size do not)."""
@@ -46,6 +47,7 @@ class Settings:
             "imgsz": self.imgsz,
             "weights": manifest.name,
             "weights_sha256": manifest.sha256,
+            **({"key_interval": self.key_interval} if self.method == "psla" else {}),
         }
 
 
@@ -64,7 +66,10 @@ class Runner:
         self.settings = settings
         self.device = select_device(settings.device)
         options = DetectOptions(conf=settings.conf, imgsz=settings.imgsz)
-        detector, manifest = build_detector(settings.method, settings.weights, options, self.device)
+        if settings.key_interval < 1:
+            raise ValueError(f"key interval must be at least 1, got {settings.key_interval}")
+        psla_options = {"key_interval": settings.key_interval} if settings.method == "psla" else None
+        detector, manifest = build_detector(settings.method, settings.weights, options, self.device, psla_options)
         if settings.classes:
             options = DetectOptions(conf=settings.conf, imgsz=settings.imgsz,
                                     classes=class_indices(settings.classes, manifest.classes))
@@ -137,8 +142,9 @@ def detect(
     batch: int = 8,
     device: str = "auto",
     weights: str | None = None,
+    key_interval: int = 10,
 ) -> VideoDetections:
-    """Detect (and link) objects in one video.
+    """Detect (and link) objects in one video (``key_interval``: frames per segment for ``method="psla"``).
 
     Returns:
         VideoDetections: ``detections[i]`` holds frame i's boxes (xyxy source
@@ -146,7 +152,7 @@ def detect(
         None when ``link='none'``); ``timestamps[i]`` its time in seconds.
     """
     settings = Settings(method=method, link=link, conf=conf, classes=tuple(classes) if classes else None,
-                        imgsz=imgsz, batch=batch, device=device, weights=weights)
+                        imgsz=imgsz, batch=batch, device=device, weights=weights, key_interval=key_interval)
     return Runner(settings).detect(path)
 
 

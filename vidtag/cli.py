@@ -71,6 +71,7 @@ def _split_commas(ctx, param, value):
 @main.command()
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default="frame", show_default=True, help="frame: NanoDet-g per frame; psla: key frames + sparse local attention (experimental).")
+@click.option("--key-interval", type=click.IntRange(min=1), default=10, show_default=True, help="psla: frames per segment; the middle one is the key frame.")
 @click.option("--link", type=click.Choice(LINK_CHOICES), default="seqnms+", show_default=True, help="Link boxes over time into tracks.")
 @click.option("--conf", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="Minimum score kept.")
 @click.option("--classes", multiple=True, callback=_split_commas, help="Keep only these classes, e.g. person,car.")
@@ -84,14 +85,14 @@ def _split_commas(ctx, param, value):
 @click.option("--weights", default=None, help="Weights name (see `vidtag models`) or manifest/.pt path.")
 @click.option("--quiet", "-q", is_flag=True, help="Only errors and the summary.")
 @handle_errors
-def detect(sources, method, link, conf, classes, formats, output, overwrite, recursive, device, imgsz, batch, weights, quiet):
+def detect(sources, method, key_interval, link, conf, classes, formats, output, overwrite, recursive, device, imgsz, batch, weights, quiet):
     """Detect, link and write results for video files and folders."""
     from vidtag.api import Runner, Settings, annotate
     from vidtag.batch import find_videos
 
     _setup_logging(quiet)
     settings = Settings(method=method, link=link, conf=conf, classes=classes, imgsz=imgsz,
-                        batch=batch, device=device, weights=weights)
+                        batch=batch, device=device, weights=weights, key_interval=key_interval)
     formats = formats or FORMAT_CHOICES
     tasks = find_videos(sources, recursive=recursive)
     runner = Runner(settings)

@@ -104,6 +104,7 @@ def build_detector(
     weights: str | None = None,
     options: DetectOptions = DetectOptions(),
     device: str | torch.device = "auto",
+    psla_options: dict | None = None,
 ):
     """Build a ready-to-run video detector.
 
@@ -113,6 +114,11 @@ def build_detector(
             a .pt with its manifest beside it; None for the default.
         options: thresholds and input size.
         device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+        psla_options: PSLAConfig fields that override the shipped modules'
+            config for ``method="psla"``, e.g. ``{"key_interval": 5}``; the
+            inference-time ones are ``key_interval``, ``max_displacement``
+            (ablation), ``use_rfu`` and ``use_denseft`` (switch a trained part
+            off), ``psla_impl``.
 
     Returns:
         (detector, manifest): the detector and the manifest of its weights.
@@ -128,14 +134,19 @@ def build_detector(
     manifest = resolve_weights(weights or "nanodet-g-coco")
     model = load_nanodet(manifest).to(dev).eval()
     if method == "psla":
-        return _build_psla(model, manifest, options, dev), manifest
+        return _build_psla(model, manifest, options, dev, psla_options or {}), manifest
+    if psla_options:
+        raise ValueError(f"PSLA options {sorted(psla_options)} given for method {method!r}")
     return FrameDetector(model, tuple(manifest.classes), options, dev), manifest
 
 
-def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.device):
+INFERENCE_PSLA_OPTIONS = ("key_interval", "max_displacement", "use_rfu", "use_denseft", "psla_impl")
+
+
+def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict):
     """Wrap NanoDet-g with the shipped PSLA modules (sha256 checked, base weights matched)."""
     import json
-    from dataclasses import fields
+    from dataclasses import asdict
 
     from vidtag.errors import WeightsError
     from vidtag.models.psla import PSLAConfig, PSLAVideoDetector, build_psla
@@ -153,8 +164,18 @@ def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.de
         raise WeightsError(f"{file}: sha256 does not match its manifest (corrupt or replaced)")
     if psla_manifest["base_weights"]["sha256"] != base_manifest.sha256:
         raise WeightsError(f"{file}: trained on {psla_manifest['base_weights']['name']}, not on {base_manifest.name}")
-    known = {f.name for f in fields(PSLAConfig)}
-    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in psla_manifest["psla_config"].items() if k in known}
-    model = build_psla(nanodet, PSLAConfig(**saved))
+    unknown = sorted(set(overrides) - set(INFERENCE_PSLA_OPTIONS))
+    if unknown:
+        raise ValueError(f"PSLA options {unknown} cannot change at inference (allowed: {', '.join(INFERENCE_PSLA_OPTIONS)})")
+    saved = PSLAConfig.from_saved(psla_manifest["psla_config"])
+    model = build_psla(nanodet, saved)
     model.load_modules(file)
+    if overrides:  # the trained modules stay; switched-off parts are simply not run
+        model.config = PSLAConfig.from_saved(asdict(saved), **overrides)
+        if (model.config.use_rfu and model.update_nets is None) or (model.config.use_denseft and model.quality_nets is None):
+            raise ValueError(f"{file}: cannot switch on RFU / DenseFT, the shipped modules were trained without them")
+        for p in model.psla:
+            if p is not None:
+                p.max_displacement = model.config.max_displacement
+                p.impl = model.config.psla_impl
     return PSLAVideoDetector(model.to(device).eval(), tuple(base_manifest.classes), options, device)

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidtag.ops.boxes import batched_nms
+from vidtag.ops.pointwise import pointwise, pointwise_cells
 from vidtag.types import Detections
 
 COCO_CLASSES = (
@@ -185,7 +186,7 @@ class Neck(nn.Module):
             list[Tensor]: [B, out_channels, H/s, W/s] for strides 8, 16, 32.
         """
         feats = feats[-len(self.laterals) :]
-        maps = [lateral(f) for lateral, f in zip(self.laterals, feats)]
+        maps = [pointwise(f, lateral) for lateral, f in zip(self.laterals, feats)]
         for i in range(len(maps) - 1, 0, -1):  # top-down: upsample coarse, add to finer
             maps[i - 1] = maps[i - 1] + _resize(maps[i], maps[i - 1])
         for i in range(len(maps) - 1):  # bottom-up: downsample fine, add to coarser
@@ -244,15 +245,16 @@ class GFLHead(nn.Module):
 
     def forward(self, pyramid: list[Tensor]) -> NanoDetOutput:
         """pyramid: [B, C, H/s, W/s] per stride (ascending) -> NanoDetOutput."""
-        preds, shapes = [], []
-        for level, x in zip(self.levels, pyramid):
-            y = level(x)
-            shapes.append((y.shape[2], y.shape[3]))
-            preds.append(y.flatten(2).transpose(1, 2))  # [B, h*w, outputs], row-major cells
-        pred = torch.cat(preds, dim=1)
+        return self.predict([level.conv(x) for level, x in zip(self.levels, pyramid)])
+
+    def predict(self, features: list[Tensor]) -> NanoDetOutput:
+        """The 1x1 predictors alone: each level's 3x3-conv output [B, feat_channels, H/s, W/s] -> NanoDetOutput."""
+        preds = [pointwise_cells(x, level.pred) for level, x in zip(self.levels, features)]  # [B, h*w, outputs]
+        shapes = tuple((x.shape[2], x.shape[3]) for x in features)
+        pred = torch.cat(preds, dim=1) if len(preds) > 1 else preds[0]
         cls_scores = pred[..., : self.num_classes].sigmoid()
         box_dists = pred[..., self.num_classes :]
-        return NanoDetOutput(cls_scores, box_dists, tuple(shapes), self.strides)
+        return NanoDetOutput(cls_scores, box_dists, shapes, self.strides)
 
 
 class NanoDet(nn.Module):

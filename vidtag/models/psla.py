@@ -35,7 +35,7 @@ of a segment before its key frame wait for it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidtag.models.nanodet import NanoDet, NanoDetOutput
+from vidtag.ops.pointwise import pointwise
 from vidtag.ops.sampling import PSLA
 from vidtag.types import Detections, FrameChunk
 
@@ -65,6 +66,18 @@ class PSLAConfig:
     use_rfu: bool = True  # Table 5 ablation: off = F_t is the key frame's own feature
     use_denseft: bool = True  # Table 5 ablation: off = non-key feature is PSLA(Transform(Fl), F_t), no Quality Net
     psla_impl: str = "auto"  # vidtag.ops.sampling: sparse on CPU (4x faster there), slices elsewhere
+    nonkey_affinity: str = "key_transformed"  # DenseFT's PSLA compares g(T_i) with f(T_k) ("key_transformed") or f(F_t) (paper: "memory"); module doc
+
+    @classmethod
+    def from_saved(cls, saved: dict, **overrides) -> "PSLAConfig":
+        """The config recorded in a modules file or manifest (lists back to tuples,
+        unknown keys dropped); files from before ``nonkey_affinity`` existed used
+        the paper's ``"memory"``.  ``overrides`` replace fields (e.g. key_interval)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
+        values.setdefault("nonkey_affinity", "memory")
+        values.update(overrides)
+        return cls(**values)
 
     def __post_init__(self):
         if self.key_interval < 1:
@@ -77,6 +90,8 @@ class PSLAConfig:
             raise ValueError(f"feature must be 'head' or 'neck', got {self.feature!r}")
         if not set(self.levels) <= {0, 1, 2}:
             raise ValueError(f"levels must be a subset of (0, 1, 2), got {self.levels}")
+        if self.nonkey_affinity not in ("memory", "key_transformed"):
+            raise ValueError(f"nonkey_affinity must be 'memory' or 'key_transformed', got {self.nonkey_affinity!r}")
 
 
 @dataclass(frozen=True)
@@ -86,11 +101,16 @@ class PSLAMemory:
     Attributes:
         features (tuple[Tensor[1, C, h, w], ...]): ``F_t`` per level.
         embeds (tuple[Tensor[1, E, h, w] | None, ...]): ``f(F_t)`` per level
-            (None for levels without PSLA), cached for the non-key frames.
+            (None for levels without PSLA): what the next key frame's RFU compares
+            with, and the non-key frames' with ``nonkey_affinity="memory"``.
+        nonkey_embeds (tuple[Tensor[1, E, h, w] | None, ...]): what the non-key
+            frames of this segment compare with: ``f(Transform(Fl_k))`` of the key
+            frame (``"key_transformed"``) or ``embeds`` (``"memory"``).
     """
 
     features: tuple[Tensor, ...]
     embeds: tuple[Tensor | None, ...]
+    nonkey_embeds: tuple[Tensor | None, ...]
 
 
 @dataclass(frozen=True)
@@ -162,12 +182,23 @@ class UpdateNet(nn.Module):
         """
         # the 1x1 conv on cat(first, second), as two convs on the halves of its
         # weight: same result, no concatenated copy (0.7 ms a frame at stride 8)
-        c = first.shape[1]
-        weight = self.reduce.weight
-        x = F.conv2d(first, weight[:, :c]) + F.conv2d(second, weight[:, c:], self.reduce.bias)
+        x = _split_pointwise(first, second, self.reduce)
         weights = self.out(self.act(self.conv(self.act(x)))).softmax(dim=1)
         # lerp: second + w0 * (first - second), one fused pass (3x faster than two products)
         return torch.lerp(second, first, weights[:, 0:1]), weights
+
+
+def _split_pointwise(first: Tensor, second: Tensor, conv: nn.Conv2d) -> Tensor:
+    """``conv(cat(first, second))`` for a 1x1 conv, as two products on the halves
+    of its weight: no concatenated copy (first may have batch 1)."""
+    c = first.shape[1]
+    weight = conv.weight.reshape(conv.out_channels, 2 * c)
+    if first.is_contiguous(memory_format=torch.channels_last) and second.is_contiguous(memory_format=torch.channels_last):
+        y = F.linear(second.permute(0, 2, 3, 1), weight[:, c:], conv.bias)
+        y = y + F.linear(first.permute(0, 2, 3, 1), weight[:, :c])
+        return y.permute(0, 3, 1, 2)
+    w4 = conv.weight
+    return F.conv2d(first, w4[:, :c]) + F.conv2d(second, w4[:, c:], conv.bias)
 
 
 class QualityNet(UpdateNet):
@@ -214,7 +245,7 @@ class TransformNet(nn.Module):
 
     def forward(self, low: Tensor) -> list[Tensor]:
         """low (Tensor[B, Cl, H/sl, W/sl]) -> [Tensor[B, out_channels, H/s, W/s]] for s = 8, 16, 32."""
-        x = low if self.reduce is None else self.act(self.reduce(low))
+        x = low if self.reduce is None else self.act(pointwise(low, self.reduce))
         x = self.act(self.to_stride8(x))
         outputs = [self.outs[0](x)]
         for down, out in zip(self.downs, self.outs[1:]):
@@ -269,7 +300,7 @@ class PSLADetector(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def high_features(self, x: Tensor, low: Tensor | None = None) -> list[Tensor]:
+    def high_features(self, x: Tensor | None, low: Tensor | None = None) -> list[Tensor]:
         """N_f: x (Tensor[B, 3, H, W]) -> ``Fh`` per level, Tensor[B, 128, H/s, W/s], s = 8, 16, 32.
 
         ``low``: ``low_features(x)`` if already computed (then x is not read).
@@ -292,21 +323,18 @@ class PSLADetector(nn.Module):
         """N_t: features per level (as from :meth:`high_features`) -> NanoDetOutput."""
         if self.config.feature == "neck":
             return self.detector.head(features)
-        head = self.detector.head
-        preds, shapes = [], []
-        for level, x in zip(head.levels, features):
-            y = level.pred(x)
-            shapes.append((y.shape[2], y.shape[3]))
-            preds.append(y.flatten(2).transpose(1, 2))
-        pred = torch.cat(preds, dim=1)  # the assembly of GFLHead.forward
-        return NanoDetOutput(pred[..., : head.num_classes].sigmoid(), pred[..., head.num_classes :], tuple(shapes), head.strides)
+        return self.detector.head.predict(features)
 
-    def update_memory(self, key_features: list[Tensor], memory: PSLAMemory | None) -> PSLAMemory:
+    def update_memory(
+        self, key_features: list[Tensor], memory: PSLAMemory | None, key_transformed: list[Tensor] | None = None
+    ) -> PSLAMemory:
         """RFU at a key frame.
 
         Args:
             key_features: ``Fh_k`` per level, Tensor[1, C, h, w].
             memory: ``F_t`` before this key frame, or None at the first one.
+            key_transformed: ``Transform(Fl_k)`` per level, Tensor[1, C, h, w];
+                needed with ``nonkey_affinity="key_transformed"``.
 
         Returns:
             PSLAMemory: the updated ``F_t`` (also the key frame's features for
@@ -323,7 +351,12 @@ class PSLADetector(nn.Module):
                 aligned = self.psla[i](fh, ft, memory_embed=memory.embeds[i])
                 features.append(self.update_nets[i](aligned, fh)[0])
         embeds = tuple(None if p is None else p.embed_memory(f) for p, f in zip(self.psla, features))
-        return PSLAMemory(tuple(features), embeds)
+        if self.config.nonkey_affinity == "memory":
+            return PSLAMemory(tuple(features), embeds, embeds)
+        if key_transformed is None:
+            raise ValueError("nonkey_affinity='key_transformed' needs the key frame's Transform(Fl_k)")
+        nonkey_embeds = tuple(None if p is None else p.embed_memory(t) for p, t in zip(self.psla, key_transformed))
+        return PSLAMemory(tuple(features), embeds, nonkey_embeds)
 
     def nonkey_features(self, x: Tensor, memory: PSLAMemory) -> tuple[list[Tensor], list[Tensor], list[Tensor | None]]:
         """DenseFT on a batch of non-key frames.
@@ -347,7 +380,7 @@ class PSLADetector(nn.Module):
                 features.append(t)
                 propagated.append(None)
                 continue
-            p = self.psla[i](t, memory.features[i], memory_embed=memory.embeds[i])
+            p = self.psla[i](t, memory.features[i], memory_embed=memory.nonkey_embeds[i])
             propagated.append(p)
             features.append(self.quality_nets[i](p, t)[0] if self.config.use_denseft else p)
         return features, transformed, propagated
@@ -366,12 +399,17 @@ class PSLADetector(nn.Module):
             absent when n == 1], the updated memory).
         """
         low = self.low_features(x)
-        memory = self.update_memory(self.high_features(x[key : key + 1], low[key : key + 1]), memory)
+        key_low = low[key : key + 1]
+        memory = self.update_memory(self.high_features(None, key_low), memory, self._key_transformed(key_low))
         outputs = [self.predict(list(memory.features))]
         if len(x) > 1:
             others = [i for i in range(len(x)) if i != key]
             outputs.append(self.predict(self._densefts(low[others], memory)[0]))
         return outputs, memory
+
+    def _key_transformed(self, key_low: Tensor) -> list[Tensor] | None:
+        """``Transform(Fl_k)`` when the non-key affinity needs it, else None."""
+        return self.transform_net(key_low) if self.config.nonkey_affinity == "key_transformed" else None
 
     # --- training-friendly forward ------------------------------------------
 
@@ -391,12 +429,14 @@ class PSLADetector(nn.Module):
         t = clip.shape[0]
         if not 0 <= key_index < t:
             raise ValueError(f"key_index {key_index} outside a clip of {t} frames")
-        key_features = self.high_features(clip[key_index : key_index + 1])
-        memory = self.update_memory(key_features, memory)
+        low = self.low_features(clip)
+        key_low = low[key_index : key_index + 1]
+        key_features = self.high_features(None, key_low)
+        memory = self.update_memory(key_features, memory, self._key_transformed(key_low))
         nonkey_index = [i for i in range(t) if i != key_index]
         key_output = self.predict(list(memory.features))
         if nonkey_index:
-            feats, transformed, propagated = self.nonkey_features(clip[nonkey_index], memory)
+            feats, transformed, propagated = self._densefts(low[nonkey_index], memory)
             nonkey_output = self.predict(feats)
         else:
             feats, transformed, propagated = [f[:0] for f in memory.features], [], []
@@ -437,8 +477,8 @@ class PSLADetector(nn.Module):
         saved = torch.load(Path(path), map_location="cpu", weights_only=True)
         mine = asdict(self.config)
         shape_fields = ("embed_channels", "split_stage", "feature", "levels", "fusion_channels",
-                        "fusion_mid_channels", "transform_channels", "use_rfu", "use_denseft")  # fmt: skip
-        theirs = saved["config"]
+                        "fusion_mid_channels", "transform_channels", "use_rfu", "use_denseft", "nonkey_affinity")  # fmt: skip
+        theirs = asdict(PSLAConfig.from_saved(saved["config"]))
         diff = [f"{f}={theirs.get(f)!r}" for f in shape_fields if _as_tuple(theirs.get(f)) != _as_tuple(mine[f])]
         if diff:
             raise ValueError(f"{path}: saved for another PSLAConfig ({', '.join(diff)})")

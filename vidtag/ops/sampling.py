@@ -33,6 +33,8 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from vidtag.ops.pointwise import pointwise
+
 __all__ = ["PSLA", "psla", "psla_aggregate", "psla_offsets", "psla_weights"]
 
 
@@ -347,7 +349,7 @@ class PSLA(nn.Module):
 
     def embed_memory(self, memory: Tensor) -> Tensor:
         """memory (Tensor[B, C, H, W]) -> ``f(memory)`` Tensor[B, E, H, W]; cache it for many queries."""
-        return self.f(memory)
+        return pointwise(memory, self.f)
 
     def forward(
         self,
@@ -371,7 +373,7 @@ class PSLA(nn.Module):
         if memory_embed is None:
             memory_embed = self.embed_memory(memory)
         return psla(
-            self.g(query), memory_embed, memory, self.max_displacement, return_weights=return_weights, impl=self.impl
+            pointwise(query, self.g), memory_embed, memory, self.max_displacement, return_weights=return_weights, impl=self.impl
         )
 
     def extra_repr(self) -> str:
