@@ -97,10 +97,12 @@ def main() -> None:
             model = build_psla(detector, PSLAConfig(key_interval=args.interval, split_stage=split, feature=feature))
             key_x, rest = x[:1], x[1:]
             with torch.inference_mode():
-                memory = model.update_memory(model.high_features(key_x), None)
+                memory = model.forward_segment(x, args.interval // 2, None)[1]
 
-            def key_frame():
-                model.predict(list(model.update_memory(model.high_features(key_x), memory).features))
+            def key_frame():  # N_l, the rest of N_f, Transform(Fl_k) for the non-key affinity, RFU, N_t
+                low = model.low_features(key_x)
+                high = model.high_features(None, low)
+                model.predict(list(model.update_memory(high, memory, model._key_transformed(low)).features))
 
             def nonkey_frames():
                 model.predict(model.nonkey_features(rest, memory)[0])

@@ -135,3 +135,30 @@ def test_key_interval_reaches_the_detector_and_the_run_record(tmp_path, clip_wit
     assert "key_interval" in json.dumps(run) and '"key_interval": 4' in json.dumps(run)
     bad = invoke("detect", clip_with_audio, "-o", out, "--method", "psla", "--key-interval", "0", *FAST)
     assert bad.exit_code == 2 and "key-interval" in bad.stderr
+
+
+def test_train_psla_then_detect_with_the_trained_modules(tmp_path, clip_with_audio):
+    out = tmp_path / "modules"
+    result = invoke("train", "psla", clip_with_audio, "-o", out, "--steps", "3", "--imgsz", "64", "--seed", "1", "--frames", "0:12")
+    assert result.exit_code == 0, result.output + result.stderr
+    manifest = json.loads((out / "psla-nanodet-g.json").read_text())
+    assert manifest["training"]["steps"] == 3 and manifest["training"]["data"][0]["frames"] == [0, 12]
+    assert manifest["training"]["seeds"]["seed"] == 1 and manifest["made_by"].startswith("vidtag train psla")
+    from vidtag.weights import file_sha256
+
+    assert manifest["sha256"] == file_sha256(out / "psla-nanodet-g.pt")
+    det_out = tmp_path / "out"
+    result = invoke("detect", clip_with_audio, "-o", det_out, "--method", "psla", "--psla-weights", out / "psla-nanodet-g.json",
+                    "--format", "coco", *FAST)
+    assert result.exit_code == 0, result.stderr
+    run = json.loads((det_out / "vidtag-run.json").read_text())
+    assert str(out / "psla-nanodet-g.json") in json.dumps(run)
+
+
+def test_train_psla_bad_arguments_are_usage_errors(tmp_path, clip_with_audio):
+    result = invoke("train", "psla", clip_with_audio, "-o", tmp_path / "m", "--frames", "0:5", "--frames", "5:9")
+    assert result.exit_code == 2 and "one START:STOP per video" in result.stderr
+    result = invoke("train", "psla", clip_with_audio, "-o", tmp_path / "m", "--frames", "five")
+    assert result.exit_code == 2 and "START:STOP" in result.stderr
+    result = invoke("train", "psla", clip_with_audio, "-o", tmp_path / "m", "--labels", clip_with_audio)
+    assert result.exit_code == 2 and "not available yet" in result.stderr

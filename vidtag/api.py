@@ -36,6 +36,7 @@ class Settings:
     device: str = "auto"
     weights: str | None = None
     key_interval: int = 10  # psla: frames per segment (one key frame each)
+    psla_weights: str | None = None  # psla: modules manifest (vidtag train psla); None = shipped
 
     def output_options(self, manifest) -> dict:
         """The options that change outputs (device and batch size do not)."""
@@ -47,7 +48,7 @@ class Settings:
             "imgsz": self.imgsz,
             "weights": manifest.name,
             "weights_sha256": manifest.sha256,
-            **({"key_interval": self.key_interval} if self.method == "psla" else {}),
+            **({"key_interval": self.key_interval, "psla_weights": self.psla_weights} if self.method == "psla" else {}),
         }
 
 
@@ -69,7 +70,8 @@ class Runner:
         if settings.key_interval < 1:
             raise ValueError(f"key interval must be at least 1, got {settings.key_interval}")
         psla_options = {"key_interval": settings.key_interval} if settings.method == "psla" else None
-        detector, manifest = build_detector(settings.method, settings.weights, options, self.device, psla_options)
+        detector, manifest = build_detector(settings.method, settings.weights, options, self.device, psla_options,
+                                            settings.psla_weights if settings.method == "psla" else None)
         if settings.classes:
             options = DetectOptions(conf=settings.conf, imgsz=settings.imgsz,
                                     classes=class_indices(settings.classes, manifest.classes))

@@ -72,6 +72,7 @@ def _split_commas(ctx, param, value):
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default="frame", show_default=True, help="frame: NanoDet-g per frame; psla: key frames + sparse local attention (experimental).")
 @click.option("--key-interval", type=click.IntRange(min=1), default=10, show_default=True, help="psla: frames per segment; the middle one is the key frame.")
+@click.option("--psla-weights", type=click.Path(exists=True, dir_okay=False), default=None, help="psla: modules manifest from `vidtag train psla` [default: shipped].")
 @click.option("--link", type=click.Choice(LINK_CHOICES), default="seqnms+", show_default=True, help="Link boxes over time into tracks.")
 @click.option("--conf", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="Minimum score kept.")
 @click.option("--classes", multiple=True, callback=_split_commas, help="Keep only these classes, e.g. person,car.")
@@ -85,14 +86,15 @@ def _split_commas(ctx, param, value):
 @click.option("--weights", default=None, help="Weights name (see `vidtag models`) or manifest/.pt path.")
 @click.option("--quiet", "-q", is_flag=True, help="Only errors and the summary.")
 @handle_errors
-def detect(sources, method, key_interval, link, conf, classes, formats, output, overwrite, recursive, device, imgsz, batch, weights, quiet):
+def detect(sources, method, key_interval, psla_weights, link, conf, classes, formats, output, overwrite, recursive, device, imgsz, batch, weights, quiet):
     """Detect, link and write results for video files and folders."""
     from vidtag.api import Runner, Settings, annotate
     from vidtag.batch import find_videos
 
     _setup_logging(quiet)
     settings = Settings(method=method, link=link, conf=conf, classes=classes, imgsz=imgsz,
-                        batch=batch, device=device, weights=weights, key_interval=key_interval)
+                        batch=batch, device=device, weights=weights, key_interval=key_interval,
+                        psla_weights=psla_weights)
     formats = formats or FORMAT_CHOICES
     tasks = find_videos(sources, recursive=recursive)
     runner = Runner(settings)
@@ -216,6 +218,74 @@ def evaluate(pred, gt, class_map, json_path, per_class):
         json_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
         _console().print(f"wrote {json_path}")
+
+
+@main.group()
+def train():
+    """Train vidtag's temporal modules on your own footage."""
+
+
+def _frame_range(text: str) -> tuple[int, int]:
+    start, sep, stop = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(start), int(stop)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use START:STOP (half-open, frame indices)") from None
+
+
+@train.command("psla")
+@click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for psla-nanodet-g.pt and its manifest.")
+@click.option("--frames", "ranges", multiple=True, help="START:STOP frames to train on, one per video in order [default: every frame].")
+@click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True, help="Optimiser steps (2 clips each).")
+@click.option("--time-limit", type=click.FloatRange(min=1), default=None, help="Stop after this many seconds (the schedule is kept).")
+@click.option("--imgsz", type=int, default=416, show_default=True, help="Training input size (longest side), multiple of 32.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of module init, clips, crops and degradations.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [default: torch's].")
+@click.option("--affinity", type=click.Choice(("key_transformed", "memory")), default="key_transformed", show_default=True, help="Non-key PSLA affinity (memory: the paper's).")
+@click.option("--labels", type=click.Path(exists=True, path_type=Path), default=None, help="CocoVID JSON / ImageNet VID folder for a detection loss instead of distillation.")
+@handle_errors
+def train_psla_command(videos, output, ranges, steps, time_limit, imgsz, seed, threads, affinity, labels):
+    """Train the PSLA + RFU + DenseFT modules on VIDEOS without labels.
+
+    The frozen per-frame NanoDet-g sees clean frames; the PSLA student sees
+    frames degraded by vidtag.degrade, with random camera-motion crops.
+    """
+    import json
+
+    from vidtag.io.decode import probe
+    from vidtag.models.psla import PSLAConfig
+    from vidtag.train.loop import TrainConfig, train_psla, write_manifest
+
+    if labels is not None:
+        raise ValueError(f"{labels}: training on labels (a detection loss) is not available yet; leave --labels out "
+                         "to train by distillation from NanoDet-g, which needs no labels")
+    if ranges and len(ranges) != len(videos):
+        raise ValueError(f"--frames given {len(ranges)} times for {len(videos)} videos: give one START:STOP per video")
+    frames = tuple(_frame_range(r) for r in ranges) if ranges else tuple((0, probe(v).num_frames) for v in videos)
+    config = TrainConfig(
+        videos=tuple(str(v) for v in videos), frames=frames, steps=steps, imgsz=imgsz, seed=seed, threads=threads,
+        time_limit_s=time_limit, labels=str(labels) if labels else None, log_every=25,
+        psla=PSLAConfig(fusion_init_logit=4.0, nonkey_affinity=affinity),
+        checkpoint=str(output / "psla-nanodet-g.pt"), checkpoint_every=200,
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    console = _console(stderr=True)
+
+    def on_log(info):
+        console.print(
+            f"step {info['step']}/{info['steps']}  loss {info['total']:.4f} (cls {info['cls']:.4f}, box {info['box']:.4f}, "
+            f"feature {info['feature']:.4f})  {info['steps_per_s']:.2f} steps/s  eta {info['eta_s'] / 60:.1f} min"
+        )
+
+    result = train_psla(config, on_log=on_log)
+    command = "vidtag train psla " + " ".join(sys.argv[3:])
+    manifest = write_manifest(result, config, config.checkpoint, "psla-nanodet-g", command)
+    final = json.dumps({k: round(v, 4) for k, v in result.final_losses().items()})
+    _console().print(f"wrote {config.checkpoint} and {manifest} ({result.steps} steps, {result.wall_s:.0f} s; final losses {final})")
+    _console().print(f"use them: vidtag detect VIDEO --method psla --psla-weights {manifest}")
 
 
 @main.command()

@@ -9,6 +9,7 @@ per input frame, in frame order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import torch
@@ -105,6 +106,7 @@ def build_detector(
     options: DetectOptions = DetectOptions(),
     device: str | torch.device = "auto",
     psla_options: dict | None = None,
+    psla_weights: str | Path | None = None,
 ):
     """Build a ready-to-run video detector.
 
@@ -119,6 +121,8 @@ def build_detector(
             inference-time ones are ``key_interval``, ``max_displacement``
             (ablation), ``use_rfu`` and ``use_denseft`` (switch a trained part
             off), ``psla_impl``.
+        psla_weights: the PSLA modules' manifest (.json, or the .pt beside
+            it), e.g. from ``vidtag train psla``; None for the shipped ones.
 
     Returns:
         (detector, manifest): the detector and the manifest of its weights.
@@ -134,7 +138,7 @@ def build_detector(
     manifest = resolve_weights(weights or "nanodet-g-coco")
     model = load_nanodet(manifest).to(dev).eval()
     if method == "psla":
-        return _build_psla(model, manifest, options, dev, psla_options or {}), manifest
+        return _build_psla(model, manifest, options, dev, psla_options or {}, psla_weights), manifest
     if psla_options:
         raise ValueError(f"PSLA options {sorted(psla_options)} given for method {method!r}")
     return FrameDetector(model, tuple(manifest.classes), options, dev), manifest
@@ -143,7 +147,7 @@ def build_detector(
 INFERENCE_PSLA_OPTIONS = ("key_interval", "max_displacement", "use_rfu", "use_denseft", "psla_impl")
 
 
-def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict):
+def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict, psla_weights=None):
     """Wrap NanoDet-g with the shipped PSLA modules (sha256 checked, base weights matched)."""
     import json
     from dataclasses import asdict
@@ -152,7 +156,7 @@ def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.de
     from vidtag.models.psla import PSLAConfig, PSLAVideoDetector, build_psla
     from vidtag.weights import default_weights_dir, file_sha256
 
-    manifest_path = default_weights_dir() / PSLA_WEIGHTS
+    manifest_path = default_weights_dir() / PSLA_WEIGHTS if psla_weights is None else Path(psla_weights).with_suffix(".json")
     try:
         psla_manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError) as err:

@@ -15,8 +15,17 @@ The paper's parts, mapped onto NanoDet (see ``shared/papers/NOTES.md``):
   ``P_i = PSLA(T_i, F_t)``, ``F_i = Q^ P_i + Q T_i`` from the Quality Net,
   then ``N_t``.
 * One PSLA module (embeddings ``f`` for the memory, ``g`` for the query) per
-  pyramid level, shared by RFU and DenseFT, so ``f(F_t)`` is computed once per
-  key frame and reused by the segment's non-key frames.
+  pyramid level, shared by RFU and DenseFT; the memory-side embeddings are
+  computed once per key frame and reused by the segment's non-key frames.
+* Non-key affinity (``nonkey_affinity``).  The paper compares the query
+  ``g(T_i)`` with ``f(F_t)``: a cheap feature of frame i against the
+  high-level memory, two different kinds of feature that the embeddings must
+  learn to match.  The default ``"key_transformed"`` compares it with
+  ``f(T_k)`` instead, where ``T_k = Transform(Fl_k)`` is the key frame's own
+  cheap feature (one Transform Net pass per segment): like with like, as a
+  correlation of appearance, so correspondences are found from the first step
+  of training; the values aggregated are still ``F_t``.  ``"memory"`` is the
+  paper's form.  ``benchmarks/RESULTS-robustness.md`` compares the two.
 
 Why ``feature="head"`` and ``split_stage=0``: measured per-frame CPU costs
 (``benchmarks/bench_psla_cost.py``, 416x320 input) put the head's 3x3 convs
