@@ -160,5 +160,9 @@ def test_train_psla_bad_arguments_are_usage_errors(tmp_path, clip_with_audio):
     assert result.exit_code == 2 and "one START:STOP per video" in result.stderr
     result = invoke("train", "psla", clip_with_audio, "-o", tmp_path / "m", "--frames", "five")
     assert result.exit_code == 2 and "START:STOP" in result.stderr
-    result = invoke("train", "psla", clip_with_audio, "-o", tmp_path / "m", "--labels", clip_with_audio)
-    assert result.exit_code == 2 and "not available yet" in result.stderr
+    labels = tmp_path / "gt.json"
+    labels.write_text(json.dumps({"videos": [{"id": 1, "name": "run"}, {"id": 2, "name": "jump"}],
+                                  "images": [{"id": 1, "video_id": 1, "frame_id": 0}, {"id": 2, "video_id": 2, "frame_id": 0}],
+                                  "annotations": [], "categories": [{"id": 1, "name": "person"}]}))
+    result = invoke("train", "psla", clip_with_audio, "-o", tmp_path / "m", "--labels", labels, "--steps", "1")
+    assert result.exit_code == 2 and "gt.json" in result.stderr and "no labelled video named 'walk'" in result.stderr

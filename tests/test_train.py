@@ -175,9 +175,40 @@ def test_same_seed_same_losses(nanodet, clip_path):
     assert [r["total"] for r in a] != [r["total"] for r in c]
 
 
-def test_labels_are_not_implemented(clip_path):
-    with pytest.raises(NotImplementedError, match="not implemented"):
-        train_psla(tiny_config(clip_path, labels="instances.json"))
+def _cocovid(path, video_name, frames, boxes_per_frame, category="person"):
+    """A CocoVID file: one video, ``frames`` images, the same xywh boxes on each."""
+    images = [{"id": i + 1, "video_id": 1, "frame_id": i, "file_name": f"{video_name}/{i:06d}.jpg", "width": 64, "height": 48}
+              for i in range(frames)]
+    annotations = [{"id": len(images) * j + i + 1, "image_id": i + 1, "category_id": 1, "bbox": list(b), "area": b[2] * b[3],
+                    "iscrowd": 0, "instance_id": j + 1} for i in range(frames) for j, b in enumerate(boxes_per_frame)]
+    data = {"videos": [{"id": 1, "name": video_name}], "images": images, "annotations": annotations,
+            "categories": [{"id": 1, "name": category}]}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_labelled_training_uses_the_detection_loss(nanodet, clip_path, tmp_path):
+    labels = _cocovid(tmp_path / "gt.json", "clip", 24, [(8, 6, 20, 30), (36, 10, 16, 20)])
+    cfg = tiny_config(clip_path, labels=str(labels), steps=3)
+    result = train_psla(cfg, detector=nanodet)
+    assert result.steps == 3
+    assert all(math.isfinite(r["total"]) and r["giou"] > 0 and r["feature"] == 0 for r in result.history)
+    path = write_manifest(result, cfg, tmp_path / "m.pt", "psla-test", "pytest") if cfg.checkpoint else None
+    assert path is None  # no checkpoint configured: nothing written
+
+
+def test_labelled_training_refuses_labels_that_do_not_fit(clip_path, tmp_path):
+    wrong_name = _cocovid(tmp_path / "a.json", "other", 24, [(8, 6, 20, 30)])
+    second = _cocovid(tmp_path / "b.json", "other2", 24, [(8, 6, 20, 30)])
+    data = json.loads(wrong_name.read_text())
+    data["videos"].append({"id": 2, "name": "other2"})
+    wrong_name.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="no labelled video named 'clip'"):
+        train_psla(tiny_config(clip_path, labels=str(wrong_name)))
+    unknown = _cocovid(tmp_path / "c.json", "clip", 24, [(8, 6, 20, 30)], category="unicorn")
+    with pytest.raises(ValueError, match="unicorn"):
+        train_psla(tiny_config(clip_path, labels=str(unknown)))
+    assert second.exists()
 
 
 def test_config_checks_ranges():

@@ -248,10 +248,11 @@ def _frame_range(text: str) -> tuple[int, int]:
 @click.option("--labels", type=click.Path(exists=True, path_type=Path), default=None, help="CocoVID JSON / ImageNet VID folder for a detection loss instead of distillation.")
 @handle_errors
 def train_psla_command(videos, output, ranges, steps, time_limit, imgsz, seed, threads, affinity, labels):
-    """Train the PSLA + RFU + DenseFT modules on VIDEOS without labels.
+    """Train the PSLA + RFU + DenseFT modules on VIDEOS, no labels needed.
 
     The frozen per-frame NanoDet-g sees clean frames; the PSLA student sees
-    frames degraded by vidtag.degrade, with random camera-motion crops.
+    frames degraded by vidtag.degrade, with random camera-motion crops.  With
+    --labels the student learns from those boxes instead (NanoDet's GFL loss).
     """
     import json
 
@@ -259,9 +260,6 @@ def train_psla_command(videos, output, ranges, steps, time_limit, imgsz, seed, t
     from vidtag.models.psla import PSLAConfig
     from vidtag.train.loop import TrainConfig, train_psla, write_manifest
 
-    if labels is not None:
-        raise ValueError(f"{labels}: training on labels (a detection loss) is not available yet; leave --labels out "
-                         "to train by distillation from NanoDet-g, which needs no labels")
     if ranges and len(ranges) != len(videos):
         raise ValueError(f"--frames given {len(ranges)} times for {len(videos)} videos: give one START:STOP per video")
     frames = tuple(_frame_range(r) for r in ranges) if ranges else tuple((0, probe(v).num_frames) for v in videos)

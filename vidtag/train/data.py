@@ -163,7 +163,8 @@ def make_clip_pair(
     videos: list[VideoFrames],
     degrade_fraction: float = 0.5,
     camera_motion: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
+    return_affines: bool = False,
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The clean and degraded frames of a clip, same geometry.
 
     Args:
@@ -172,17 +173,24 @@ def make_clip_pair(
         degrade_fraction: share of the span's frames in degradation bursts
             (DegradationSchedule.sample's ``fraction``).
         camera_motion: apply the pan-and-zoom crop (off: frames as decoded).
+        return_affines: also return the crop of each frame (identity without
+            camera motion), to move ground-truth boxes with it.
 
     Returns:
-        (clean, degraded): uint8[T, h, w, 3] each, frames ``spec.indices`` in order.
+        (clean, degraded): uint8[T, h, w, 3] each, frames ``spec.indices`` in
+        order; with ``return_affines`` also float32[T, 2, 3] source -> output
+        pixel maps (see :func:`vidtag.degrade.warp_boxes_xyxy`).
     """
     frames = videos[spec.video].frames
     idx = spec.indices
     lo, hi = idx[0], idx[-1] + 1
     span = frames[lo:hi]
+    affines = np.tile(np.eye(2, 3, dtype=np.float32), (len(span), 1, 1))
     if camera_motion:
-        span, _ = camera_motion_crop(span, spec.crop_seed)
+        span, affines = camera_motion_crop(span, spec.crop_seed)
     schedule = DegradationSchedule.sample(len(span), spec.degrade_seed, fraction=degrade_fraction)
     clean = np.stack([span[i - lo] for i in idx])
     degraded = np.stack([apply(np.ascontiguousarray(span[i - lo]), schedule[i - lo]) for i in idx])
+    if return_affines:
+        return clean, degraded, np.stack([affines[i - lo] for i in idx])
     return clean, degraded

@@ -34,7 +34,7 @@ from vidtag.models.psla import PSLAConfig, PSLADetector, build_psla
 from vidtag.train.data import ClipSpec, VideoFrames, load_frames, make_clip_pair, sample_clip
 from vidtag.train.losses import LossWeights, distillation_loss
 
-LOSS_PARTS = ("total", "cls", "box", "feature", "transform")
+LOSS_PARTS = ("total", "cls", "box", "feature", "transform", "giou")  # giou: labelled training only
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class TrainConfig:
     checkpoint: str | None = None  # save_modules here every checkpoint_every steps and at the end
     checkpoint_every: int = 0
     time_limit_s: float | None = None  # stop early (keeping the schedule) when this much wall time has passed
-    labels: str | None = None  # reserved: CocoVID JSON / ImageNet VID folder for supervised training (not implemented)
+    labels: str | None = None  # CocoVID JSON / ImageNet VID folder: GFL detection loss on its boxes instead of distillation
 
     def __post_init__(self):
         if len(self.videos) != len(self.frames) or not self.videos:
@@ -146,20 +146,31 @@ class ClipForward:
     key_row: int  # row of the key frame in the tensors above
 
 
-def forward_clip_pair(model: PSLADetector, spec: ClipSpec, clean: np.ndarray, degraded: np.ndarray, imgsz: int) -> ClipForward:
-    """Run teacher (clean) and student (degraded) on a clip from :func:`make_clip_pair`."""
-    x_clean, x_deg = to_input(clean, imgsz), to_input(degraded, imgsz)
+def forward_student(model: PSLADetector, spec: ClipSpec, x_deg: Tensor):
+    """The student on a clip's (degraded) input Tensor[T, 3, H, W]: the previous key
+    frame (if any) sets the memory, then RFU on the key frame and DenseFT on the other.
+
+    Returns:
+        (PSLAClipOutput of the frames after the previous key frame, rows: their
+        indices in the clip, key_row: the key frame's index in that output).
+    """
     idx = list(spec.indices)
-    with torch.no_grad():
-        t_feats = model.teacher_features(x_clean)
-        t_out = model.predict(t_feats)  # == model.detector(x_clean) for feature="head" / "neck"
     memory, first = None, 0
     if spec.prev_key is not None:
         memory = model.forward_clip(x_deg[0:1], 0).memory
         first = 1
     rows = list(range(first, len(idx)))
     key_row = idx.index(spec.key) - first
-    out = model.forward_clip(x_deg[first:], key_row, memory)
+    return model.forward_clip(x_deg[first:], key_row, memory), rows, key_row
+
+
+def forward_clip_pair(model: PSLADetector, spec: ClipSpec, clean: np.ndarray, degraded: np.ndarray, imgsz: int) -> ClipForward:
+    """Run teacher (clean) and student (degraded) on a clip from :func:`make_clip_pair`."""
+    x_clean, x_deg = to_input(clean, imgsz), to_input(degraded, imgsz)
+    with torch.no_grad():
+        t_feats = model.teacher_features(x_clean)
+        t_out = model.predict(t_feats)  # == model.detector(x_clean) for feature="head" / "neck"
+    out, rows, key_row = forward_student(model, spec, x_deg)
     nonkey_rows = [rows[i] for i in out.nonkey_index]
     return ClipForward(
         student=_cat_outputs(out.outputs),
@@ -177,6 +188,29 @@ def clip_loss(model: PSLADetector, fwd: ClipForward, weights: LossWeights) -> di
     return distillation_loss(
         fwd.student, fwd.teacher, fwd.student_features, fwd.teacher_features, weights, fwd.transformed, fwd.transformed_teacher
     )
+
+
+def labelled_clip_loss(model: PSLADetector, spec: ClipSpec, videos: list[VideoFrames], targets: dict, config: TrainConfig) -> dict[str, Tensor]:
+    """The detection loss of one clip on its labelled key / non-key frames (boxes follow the camera-motion crop)."""
+    from vidtag.degrade import warp_boxes_xyxy
+    from vidtag.models.preprocess import letterbox
+    from vidtag.train.supervised import detection_loss
+
+    _, degraded, affines = make_clip_pair(spec, videos, config.degrade_fraction, config.camera_motion, return_affines=True)
+    x, box = letterbox(torch.from_numpy(np.ascontiguousarray(degraded)), config.imgsz)
+    out, rows, _ = forward_student(model, spec, x)
+    h, w = degraded.shape[1:3]
+    frame_targets = []
+    for row in rows:
+        target = targets.get(spec.indices[row])
+        if target is None:
+            frame_targets.append(None)
+            continue
+        boxes = warp_boxes_xyxy(target.boxes, affines[row], w, h)
+        keep = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)  # boxes the crop left in view
+        boxes = box.to_input(torch.from_numpy(boxes[keep]))
+        frame_targets.append((boxes, torch.from_numpy(target.labels[keep])))
+    return detection_loss(_cat_outputs(out.outputs), frame_targets)
 
 
 def load_videos(config: TrainConfig) -> list[VideoFrames]:
@@ -210,14 +244,13 @@ def train_psla(
             (it is frozen in place).
         videos: already decoded training ranges (else decoded from ``config``).
 
+    With ``config.labels`` the loss is NanoDet's detection loss on those boxes
+    (:mod:`vidtag.train.supervised`) on the key and non-key frames that have
+    them, and the teacher is not run.
+
     Raises:
-        NotImplementedError: ``config.labels`` is set (supervised training is not implemented).
+        ValueError: the labels do not fit the videos (see ``supervised.load_targets``).
     """
-    if config.labels is not None:
-        raise NotImplementedError(
-            f"labels={config.labels!r}: supervised training on CocoVID / ImageNet VID labels is not implemented yet; "
-            "train without labels (distillation from NanoDet-g) by leaving labels unset"
-        )
     if config.threads:
         torch.set_num_threads(config.threads)
     t0 = time.perf_counter()
@@ -226,6 +259,14 @@ def train_psla(
 
     model = build_student(config, detector)
     model.detector.eval().requires_grad_(False)
+    targets = None
+    if config.labels is not None:
+        from vidtag.models.nanodet import COCO_CLASSES
+        from vidtag.train.supervised import load_targets
+
+        targets = load_targets(config.labels, videos, COCO_CLASSES[: model.detector.config.num_classes])
+        if not any(targets):
+            raise ValueError(f"{config.labels}: no labelled frame inside the training ranges")
     modules = model.trainable_modules().train()
     params = [p for p in modules.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -242,11 +283,16 @@ def train_psla(
         sums = dict.fromkeys(LOSS_PARTS, 0.0)
         for _ in range(config.batch):
             spec = sample_clip(rng, lengths, config.psla.key_interval, config.max_offset, config.prev_key_prob)
-            clean, degraded = make_clip_pair(spec, videos, config.degrade_fraction, config.camera_motion)
-            parts = clip_loss(model, forward_clip_pair(model, spec, clean, degraded, config.imgsz), config.loss)
+            if targets is None:
+                clean, degraded = make_clip_pair(spec, videos, config.degrade_fraction, config.camera_motion)
+                parts = clip_loss(model, forward_clip_pair(model, spec, clean, degraded, config.imgsz), config.loss)
+            else:
+                while not ({spec.key, spec.nonkey} & targets[spec.video].keys()):
+                    spec = sample_clip(rng, lengths, config.psla.key_interval, config.max_offset, config.prev_key_prob)
+                parts = labelled_clip_loss(model, spec, videos, targets[spec.video], config)
             (parts["total"] / config.batch).backward()
             for k in LOSS_PARTS:
-                sums[k] += float(parts[k].detach()) / config.batch
+                sums[k] += float(parts[k].detach()) / config.batch if k in parts else 0.0
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip))
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
@@ -375,7 +421,8 @@ def write_manifest(
         "normalization": {"channel_order": "BGR", "mean": list(BGR_MEAN), "std": list(BGR_STD)},
         "licenses": list(base.licenses),
         "training": {
-            "method": "label-free distillation from the frozen base NanoDet (vidtag.train.loop.train_psla)",
+            "method": (f"GFL detection loss on the labels {Path(config.labels).name} (vidtag.train.supervised)" if config.labels
+                       else "label-free distillation from the frozen base NanoDet (vidtag.train.loop.train_psla)"),
             "data": [
                 {"file": Path(v).name, "frames": [start, stop], "sha256": file_sha256(v)}
                 for v, (start, stop) in zip(config.videos, config.frames)
