@@ -258,7 +258,7 @@ def recall_ceiling(pred, gt, iou: float = 0.5) -> np.ndarray:
 
 # Variants of psla with the same trained modules: ``psla:KEY=VALUE[:KEY=VALUE]``.
 VARIANT_KEYS = {"d": ("max_displacement", int), "k": ("key_interval", int), "rfu": ("use_rfu", lambda v: v == "1"),
-                "denseft": ("use_denseft", lambda v: v == "1")}
+                "denseft": ("use_denseft", lambda v: v == "1"), "scale": ("displacement_scaling", str)}
 # Table 5 of the paper on our data: PSLA alone, + RFU, + DenseFT (= psla), then d = 2..5 (d = 4 is psla).
 ABLATION = ("psla:rfu=0:denseft=0", "psla:denseft=0", "psla:d=2", "psla:d=3", "psla:d=5")
 

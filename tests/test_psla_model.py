@@ -292,3 +292,13 @@ def test_inference_options_override_the_shipped_config():
         build_detector("psla", None, DetectOptions(imgsz=96), "cpu", {"embed_channels": 8})
     with pytest.raises(ValueError, match="PSLA options"):
         build_detector("frame", None, DetectOptions(imgsz=96), "cpu", {"key_interval": 4})
+
+
+def test_displacement_scaling_keeps_the_reach_in_pixels(nanodet):
+    config = PSLAConfig(max_displacement=4, displacement_scaling="stride")
+    assert [config.level_displacement(level) for level in range(3)] == [4, 2, 1]  # 32 px at strides 8, 16, 32
+    assert [PSLAConfig(max_displacement=5).level_displacement(level) for level in range(3)] == [5, 5, 5]
+    model = build_psla(nanodet, config)
+    assert [p.max_displacement for p in model.psla] == [4, 2, 1]
+    with pytest.raises(ValueError, match="displacement_scaling"):
+        PSLAConfig(displacement_scaling="log")

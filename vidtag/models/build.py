@@ -144,7 +144,7 @@ def build_detector(
     return FrameDetector(model, tuple(manifest.classes), options, dev), manifest
 
 
-INFERENCE_PSLA_OPTIONS = ("key_interval", "max_displacement", "use_rfu", "use_denseft", "psla_impl")
+INFERENCE_PSLA_OPTIONS = ("key_interval", "max_displacement", "displacement_scaling", "use_rfu", "use_denseft", "psla_impl")
 
 
 def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict, psla_weights=None):
@@ -178,8 +178,8 @@ def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.de
         model.config = PSLAConfig.from_saved(asdict(saved), **overrides)
         if (model.config.use_rfu and model.update_nets is None) or (model.config.use_denseft and model.quality_nets is None):
             raise ValueError(f"{file}: cannot switch on RFU / DenseFT, the shipped modules were trained without them")
-        for p in model.psla:
+        for level, p in enumerate(model.psla):
             if p is not None:
-                p.max_displacement = model.config.max_displacement
+                p.max_displacement = model.config.level_displacement(level)
                 p.impl = model.config.psla_impl
     return PSLAVideoDetector(model.to(device).eval(), tuple(base_manifest.classes), options, device)

@@ -64,6 +64,7 @@ class PSLAConfig:
 
     key_interval: int = 10  # paper sect. 3.5 "key frame interval l is set as 10 by default"
     max_displacement: int = 4  # paper sect. 3.5 "d is set as 4"; Table 5 ablates 2..5 (1 + 8d positions)
+    displacement_scaling: str = "none"  # "none": d cells at every level; "stride": d at stride 8, fewer cells at coarser levels (same reach in pixels)
     embed_channels: int = 16  # f, g 1x1 convs; paper 256 for 1024-ch res5 (1/4); 1/8 of our 128 ch: affinity cost halves (bench)
     split_stage: int = 0  # N_l = backbone stages 0..split_stage (paper: up to res4b3); 0 = stem, measured (module doc)
     feature: str = "head"  # where Fh / F_t live: "head" = after each head level's 3x3 conv, "neck" = neck output (measured)
@@ -76,6 +77,12 @@ class PSLAConfig:
     use_denseft: bool = True  # Table 5 ablation: off = non-key feature is PSLA(Transform(Fl), F_t), no Quality Net
     psla_impl: str = "auto"  # vidtag.ops.sampling: sparse on CPU (4x faster there), slices elsewhere
     nonkey_affinity: str = "key_transformed"  # DenseFT's PSLA compares g(T_i) with f(T_k) ("key_transformed") or f(F_t) (paper: "memory"); module doc
+
+    def level_displacement(self, level: int) -> int:
+        """Max displacement in cells at pyramid level ``level`` (stride ``8 * 2**level``)."""
+        if self.displacement_scaling == "none":
+            return self.max_displacement
+        return max(1, round(self.max_displacement / 2**level))
 
     @classmethod
     def from_saved(cls, saved: dict, **overrides) -> "PSLAConfig":
@@ -99,6 +106,8 @@ class PSLAConfig:
             raise ValueError(f"feature must be 'head' or 'neck', got {self.feature!r}")
         if not set(self.levels) <= {0, 1, 2}:
             raise ValueError(f"levels must be a subset of (0, 1, 2), got {self.levels}")
+        if self.displacement_scaling not in ("none", "stride"):
+            raise ValueError(f"displacement_scaling must be 'none' or 'stride', got {self.displacement_scaling!r}")
         if self.nonkey_affinity not in ("memory", "key_transformed"):
             raise ValueError(f"nonkey_affinity must be 'memory' or 'key_transformed', got {self.nonkey_affinity!r}")
 
@@ -514,12 +523,12 @@ def build_psla(detector: NanoDet, config: PSLAConfig | None = None) -> PSLADetec
     low_channels, low_stride = backbone.channels[config.split_stage], backbone.strides[config.split_stage]
 
     def per_level(make):
-        return nn.ModuleList(make() if i in config.levels else None for i in range(num_levels))
+        return nn.ModuleList(make(i) if i in config.levels else None for i in range(num_levels))
 
-    psla = per_level(lambda: PSLA(channels, config.embed_channels, config.max_displacement, config.psla_impl))
+    psla = per_level(lambda i: PSLA(channels, config.embed_channels, config.level_displacement(i), config.psla_impl))
     fusion = (channels, config.fusion_channels, config.fusion_mid_channels, config.fusion_init_logit)
-    update = per_level(lambda: UpdateNet(*fusion)) if config.use_rfu else None
-    quality = per_level(lambda: QualityNet(*fusion)) if config.use_denseft else None
+    update = per_level(lambda i: UpdateNet(*fusion)) if config.use_rfu else None
+    quality = per_level(lambda i: QualityNet(*fusion)) if config.use_denseft else None
     transform = TransformNet(low_channels, low_stride, channels, config.transform_channels, num_levels)
     model = PSLADetector(detector, psla, update, transform, quality, config)
     param = next(detector.parameters())
