@@ -260,7 +260,8 @@ def recall_ceiling(pred, gt, iou: float = 0.5) -> np.ndarray:
 VARIANT_KEYS = {"d": ("max_displacement", int), "k": ("key_interval", int), "rfu": ("use_rfu", lambda v: v == "1"),
                 "denseft": ("use_denseft", lambda v: v == "1"), "scale": ("displacement_scaling", str)}
 # Table 5 of the paper on our data: PSLA alone, + RFU, + DenseFT (= psla), then d = 2..5 (d = 4 is psla).
-ABLATION = ("psla:rfu=0:denseft=0", "psla:denseft=0", "psla:d=2", "psla:d=3", "psla:d=5")
+# Then the same reach at every level or not (PSLAConfig.displacement_scaling); one of the two is psla itself.
+ABLATION = ("psla:rfu=0:denseft=0", "psla:denseft=0", "psla:d=2", "psla:d=3", "psla:d=5", "psla:scale=none", "psla:scale=stride")
 
 
 def parse_variant(spec: str) -> tuple[str, dict]:
@@ -781,8 +782,15 @@ def main() -> None:
     )
 
     out = Path(args.out)
+    psla_manifest = None
+    if any(m.startswith("psla") for m in detectors):
+        from vidtag.models.build import PSLA_WEIGHTS
+        from vidtag.weights import default_weights_dir
+
+        psla_manifest = json.loads((default_weights_dir() / PSLA_WEIGHTS).read_text())
     record = {
         "command": command.strip(),
+        "psla_sha256": psla_manifest["sha256"] if psla_manifest else None,
         "split": {
             c.clip.name: {
                 "file": c.clip.file,

@@ -97,10 +97,13 @@ def letterbox(frames: Tensor, imgsz: int = 416) -> tuple[Tensor, Letterbox]:
 
     Returns:
         (inputs, letterbox): ``inputs`` Tensor[B, 3, h, w] float32 on the
-        frames' device, BGR, ``(x - BGR_MEAN) / BGR_STD``, where ``max(h, w)
-        == imgsz`` and both are multiples of 32; padding is 0 (the mean
-        colour).  Downscaling is bilinear with antialiasing; upscaling plain
-        bilinear.
+        frames' device (channels-last strided), BGR, ``(x - BGR_MEAN) /
+        BGR_STD``, where ``max(h, w) == imgsz`` and both are multiples of 32;
+        padding is 0 (the mean colour).  Downscaling is bilinear with
+        antialiasing; upscaling plain bilinear.  On CPU the resize runs on the
+        uint8 pixels (torch's vectorised uint8 kernel, 10x faster than on
+        floats; values differ by rounding, at most 1 of 255), elsewhere on
+        floats.
 
     Raises:
         ValueError: bad imgsz, or frames not [B, H, W, 3] uint8.
@@ -110,20 +113,23 @@ def letterbox(frames: Tensor, imgsz: int = 416) -> tuple[Tensor, Letterbox]:
     batch, height, width, _ = frames.shape
     box, (resized_w, resized_h) = plan_letterbox((width, height), imgsz)
 
-    x = frames.permute(0, 3, 1, 2).flip(1).float()  # RGB NHWC -> BGR NCHW
+    x = frames.permute(0, 3, 1, 2)  # RGB NHWC viewed as channels-last NCHW
+    if frames.device.type != "cpu":
+        x = x.float()
     if (resized_w, resized_h) != (width, height):
         x = F.interpolate(
-            x,
+            x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous(memory_format=torch.channels_last),
             scale_factor=box.scale,
             mode="bilinear",
             align_corners=False,
             antialias=box.scale < 1,
             recompute_scale_factor=False,
         )
-    mean = x.new_tensor(BGR_MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(BGR_STD).view(1, 3, 1, 1)
-    x = (x - mean) / std
+    mean = torch.tensor(BGR_MEAN, device=frames.device).view(1, 3, 1, 1)
+    std = torch.tensor(BGR_STD, device=frames.device).view(1, 3, 1, 1)
     input_w, input_h = box.input
-    out = x.new_zeros((batch, 3, input_h, input_w))
-    out[:, :, box.pad_y : box.pad_y + resized_h, box.pad_x : box.pad_x + resized_w] = x
+    out = torch.zeros((batch, input_h, input_w, 3), dtype=torch.float32, device=frames.device).permute(0, 3, 1, 2)
+    region = out[:, :, box.pad_y : box.pad_y + resized_h, box.pad_x : box.pad_x + resized_w]
+    region.copy_(x.flip(1))  # RGB -> BGR, to float
+    region.sub_(mean).div_(std)
     return out, box
