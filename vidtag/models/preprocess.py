@@ -130,6 +130,7 @@ def letterbox(frames: Tensor, imgsz: int = 416) -> tuple[Tensor, Letterbox]:
     input_w, input_h = box.input
     out = torch.zeros((batch, input_h, input_w, 3), dtype=torch.float32, device=frames.device).permute(0, 3, 1, 2)
     region = out[:, :, box.pad_y : box.pad_y + resized_h, box.pad_x : box.pad_x + resized_w]
-    region.copy_(x.flip(1))  # RGB -> BGR, to float
+    for c in range(3):  # RGB -> BGR, to float, one channel at a time (no flipped copy)
+        region[:, c].copy_(x[:, 2 - c])
     region.sub_(mean).div_(std)
     return out, box
