@@ -229,6 +229,8 @@ def test_postprocess_synthetic():
     assert only_cars.labels.tolist() == [2]
     (capped,) = postprocess(out, box, max_det=1)
     assert len(capped) == 1
+    (none,) = postprocess(out, box, conf_threshold=0.95)  # no candidate at all
+    assert len(none) == 0 and none.boxes.shape == (0, 4)
 
 
 def test_postprocess_clips_to_source_frame():

@@ -367,7 +367,7 @@ def distances_to_boxes(box_dists: Tensor, centers: Tensor, cell_strides: Tensor)
         under the softmax over bins.
     """
     b, n, _ = box_dists.shape
-    probs = box_dists.float().reshape(b, n, 4, -1).softmax(dim=-1)
+    probs = box_dists.float().reshape(b, n, 4, box_dists.shape[-1] // 4).softmax(dim=-1)
     bins = torch.arange(probs.shape[-1], device=probs.device, dtype=probs.dtype)
     dist = (probs * bins).sum(-1) * cell_strides[None, :, None]  # [B, N, 4]
     sign = dist.new_tensor([-1.0, -1.0, 1.0, 1.0])
