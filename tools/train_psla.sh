@@ -8,14 +8,14 @@
 #   tools/train_psla.sh sanity     # the pre-run check: train on vtest 0-349 / bikes 0-109 for 150 steps,
 #                                  # compare untrained vs trained students on vtest 350-396 / bikes 110-124
 #
-# Environment: FOOTAGE (default /work/shared/footage), OUT (default weights), STEPS (default 2600),
-# TIME_LIMIT (seconds, default 2400), IMGSZ (default 416, the inference size), AFFINITY (non-key PSLA
-# affinity: key_transformed (default) or memory, the paper's), SEED (default 0).
+# Environment: FOOTAGE (default /work/shared/footage), OUT (default weights), STEPS (default 2000),
+# TIME_LIMIT (seconds, default 2700), IMGSZ (default 416, the inference size), AFFINITY (non-key PSLA
+# affinity: memory (default, the paper's) or key_transformed), SEED (default 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODE="${1:-train}" FOOTAGE="${FOOTAGE:-/work/shared/footage}" OUT="${OUT:-weights}" STEPS="${STEPS:-2600}" \
-TIME_LIMIT="${TIME_LIMIT:-2400}" IMGSZ="${IMGSZ:-416}" AFFINITY="${AFFINITY:-key_transformed}" SEED="${SEED:-0}" \
-CMD="STEPS=${STEPS:-2600} TIME_LIMIT=${TIME_LIMIT:-2400} IMGSZ=${IMGSZ:-416} AFFINITY=${AFFINITY:-key_transformed} SEED=${SEED:-0} tools/train_psla.sh $*" python - <<'PY'
+MODE="${1:-train}" FOOTAGE="${FOOTAGE:-/work/shared/footage}" OUT="${OUT:-weights}" STEPS="${STEPS:-2000}" \
+TIME_LIMIT="${TIME_LIMIT:-2700}" IMGSZ="${IMGSZ:-416}" AFFINITY="${AFFINITY:-memory}" SEED="${SEED:-0}" \
+CMD="STEPS=${STEPS:-2000} TIME_LIMIT=${TIME_LIMIT:-2700} IMGSZ=${IMGSZ:-416} AFFINITY=${AFFINITY:-memory} SEED=${SEED:-0} tools/train_psla.sh $*" python - <<'PY'
 import json, os, time
 import torch
 from vidtag.models.psla import PSLAConfig

@@ -244,7 +244,7 @@ def _frame_range(text: str) -> tuple[int, int]:
 @click.option("--imgsz", type=int, default=416, show_default=True, help="Training input size (longest side), multiple of 32.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of module init, clips, crops and degradations.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [default: torch's].")
-@click.option("--affinity", type=click.Choice(("key_transformed", "memory")), default="key_transformed", show_default=True, help="Non-key PSLA affinity (memory: the paper's).")
+@click.option("--affinity", type=click.Choice(("key_transformed", "memory")), default="memory", show_default=True, help="Non-key PSLA affinity: memory (the paper's) or key_transformed.")
 @click.option("--labels", type=click.Path(exists=True, path_type=Path), default=None, help="CocoVID JSON / ImageNet VID folder for a detection loss instead of distillation.")
 @handle_errors
 def train_psla_command(videos, output, ranges, steps, time_limit, imgsz, seed, threads, affinity, labels):

@@ -17,25 +17,33 @@ The paper's parts, mapped onto NanoDet (see ``shared/papers/NOTES.md``):
 * One PSLA module (embeddings ``f`` for the memory, ``g`` for the query) per
   pyramid level, shared by RFU and DenseFT; the memory-side embeddings are
   computed once per key frame and reused by the segment's non-key frames.
-* Non-key affinity (``nonkey_affinity``).  The paper compares the query
+* Non-key affinity (``nonkey_affinity``, default ``"memory"``).  The paper compares the query
   ``g(T_i)`` with ``f(F_t)``: a cheap feature of frame i against the
   high-level memory, two different kinds of feature that the embeddings must
-  learn to match.  The default ``"key_transformed"`` compares it with
+  learn to match.  ``"key_transformed"`` compares it with
   ``f(T_k)`` instead, where ``T_k = Transform(Fl_k)`` is the key frame's own
   cheap feature (one Transform Net pass per segment): like with like, as a
-  correlation of appearance, so correspondences are found from the first step
-  of training; the values aggregated are still ``F_t``.  ``"memory"`` is the
-  paper's form.  ``benchmarks/RESULTS-robustness.md`` compares the two.
+  correlation of appearance; the values aggregated are still ``F_t``.  Trained
+  the same way (2,000 steps each), the paper's ``"memory"`` did better on the
+  robustness benchmark (pooled fidelity 46.9 against 43.8, issue 4 notes), so
+  it is the default.
 
 Why ``feature="head"`` and ``split_stage=0``: measured per-frame CPU costs
 (``benchmarks/bench_psla_cost.py``, 416x320 input) put the head's 3x3 convs
 at about 17 % of NanoDet and its 1x1 predictors at 2.5 %; a non-key frame must
 cost under about 45 % of a NanoDet frame for the whole method to be 2x faster
 at key interval 10, which leaves no room for the head's 3x3 convs *and* a
-lower backbone deeper than the stem.  Measured (1 thread, shared 2-core box):
-1.8-1.9x for head/stage 0, 1.4x for head/stages 0-1, 1.5x for neck/stage 0;
-the non-key frame is then the stem (about 1/3), PSLA (1/5), the predictor
-and its output assembly (1/8), Transform and Quality Nets.
+lower backbone deeper than the stem.  Measured (network only, 1 thread,
+shared 2-core box, 2026-12-01): per segment 1.88x for head/stage 0, 1.39x for
+head/stages 0-1, 1.64x for neck/stage 0; the non-key frame is then the stem
+(about 1/3), PSLA (1/4), the predictor, Transform and Quality Nets.
+
+Displacement per level (``displacement_scaling``).  With ``"none"`` every
+level searches ``d`` cells; at stride 32 that is 128 input pixels, most of
+the height of a 416x192 input.  ``"stride"`` keeps ``d`` cells at stride 8 and
+the same reach in pixels at the coarser levels (4 / 2 / 1 cells for d = 4).
+The shipped modules run with ``"stride"``: pooled fidelity 52.9 against 46.9
+with ``"none"`` on the robustness benchmark (issue 4 notes).
 
 Offline schedule (sect. 3.5): segments of ``key_interval`` frames, the middle
 frame (``start + n // 2`` for a segment of n frames) is the key frame; frames
@@ -76,7 +84,7 @@ class PSLAConfig:
     use_rfu: bool = True  # Table 5 ablation: off = F_t is the key frame's own feature
     use_denseft: bool = True  # Table 5 ablation: off = non-key feature is PSLA(Transform(Fl), F_t), no Quality Net
     psla_impl: str = "auto"  # vidtag.ops.sampling: sparse on CPU (4x faster there), slices elsewhere
-    nonkey_affinity: str = "key_transformed"  # DenseFT's PSLA compares g(T_i) with f(T_k) ("key_transformed") or f(F_t) (paper: "memory"); module doc
+    nonkey_affinity: str = "memory"  # DenseFT's PSLA compares g(T_i) with f(F_t) (paper) or f(T_k) ("key_transformed"); module doc
 
     def level_displacement(self, level: int) -> int:
         """Max displacement in cells at pyramid level ``level`` (stride ``8 * 2**level``)."""
