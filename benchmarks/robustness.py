@@ -510,6 +510,12 @@ def main() -> None:
             detectors[m], manifest = build_detector(base, None, options, args.device, variant or None)
         except (ValueError, FileNotFoundError, NotImplementedError) as err:
             notes.append(f"{m}: skipped, build_detector failed: {err}")
+    # a variant that only restates the shipped config (e.g. psla:scale=stride) is psla itself: not run twice
+    for m in [m for m in detectors if ":" in m]:
+        base = parse_variant(m)[0]
+        if base in detectors and getattr(detectors[m], "model", None) is not None and detectors[m].model.config == detectors[base].model.config:
+            notes.append(f"{m}: the shipped {base} setting itself, see the {base} row")
+            del detectors[m]
     settings = [s for s in settings if s[0] in detectors]
     classes = detectors["frame"].classes
 

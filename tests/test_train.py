@@ -193,13 +193,10 @@ def test_labelled_training_uses_the_detection_loss(nanodet, clip_path, tmp_path)
     result = train_psla(cfg, detector=nanodet)
     assert result.steps == 3
     assert all(math.isfinite(r["total"]) and r["giou"] > 0 and r["feature"] == 0 for r in result.history)
-    path = write_manifest(result, cfg, tmp_path / "m.pt", "psla-test", "pytest") if cfg.checkpoint else None
-    assert path is None  # no checkpoint configured: nothing written
 
 
 def test_labelled_training_refuses_labels_that_do_not_fit(clip_path, tmp_path):
     wrong_name = _cocovid(tmp_path / "a.json", "other", 24, [(8, 6, 20, 30)])
-    second = _cocovid(tmp_path / "b.json", "other2", 24, [(8, 6, 20, 30)])
     data = json.loads(wrong_name.read_text())
     data["videos"].append({"id": 2, "name": "other2"})
     wrong_name.write_text(json.dumps(data))
@@ -208,7 +205,6 @@ def test_labelled_training_refuses_labels_that_do_not_fit(clip_path, tmp_path):
     unknown = _cocovid(tmp_path / "c.json", "clip", 24, [(8, 6, 20, 30)], category="unicorn")
     with pytest.raises(ValueError, match="unicorn"):
         train_psla(tiny_config(clip_path, labels=str(unknown)))
-    assert second.exists()
 
 
 def test_config_checks_ranges():

@@ -174,12 +174,9 @@ def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.de
     saved = PSLAConfig.from_saved(psla_manifest["psla_config"])
     model = build_psla(nanodet, saved)
     model.load_modules(file)
-    if overrides:  # the trained modules stay; switched-off parts are simply not run
-        model.config = PSLAConfig.from_saved(asdict(saved), **overrides)
-        if (model.config.use_rfu and model.update_nets is None) or (model.config.use_denseft and model.quality_nets is None):
-            raise ValueError(f"{file}: cannot switch on RFU / DenseFT, the shipped modules were trained without them")
-        for level, p in enumerate(model.psla):
-            if p is not None:
-                p.max_displacement = model.config.level_displacement(level)
-                p.impl = model.config.psla_impl
+    if overrides:
+        try:
+            model.set_inference_config(PSLAConfig.from_saved(asdict(saved), **overrides))
+        except ValueError as err:
+            raise ValueError(f"{file}: {err}") from None
     return PSLAVideoDetector(model.to(device).eval(), tuple(base_manifest.classes), options, device)

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidtag.models.nanodet import NanoDet, NanoDetOutput
-from vidtag.ops.pointwise import pointwise
+from vidtag.ops.pointwise import pointwise, pointwise_pair
 from vidtag.ops.sampling import PSLA
 from vidtag.types import Detections, FrameChunk
 
@@ -208,23 +208,10 @@ class UpdateNet(nn.Module):
         """
         # the 1x1 conv on cat(first, second), as two convs on the halves of its
         # weight: same result, no concatenated copy (0.7 ms a frame at stride 8)
-        x = _split_pointwise(first, second, self.reduce)
+        x = pointwise_pair(first, second, self.reduce)
         weights = self.out(self.act(self.conv(self.act(x)))).softmax(dim=1)
         # lerp: second + w0 * (first - second), one fused pass (3x faster than two products)
         return torch.lerp(second, first, weights[:, 0:1]), weights
-
-
-def _split_pointwise(first: Tensor, second: Tensor, conv: nn.Conv2d) -> Tensor:
-    """``conv(cat(first, second))`` for a 1x1 conv, as two products on the halves
-    of its weight: no concatenated copy (first may have batch 1)."""
-    c = first.shape[1]
-    weight = conv.weight.reshape(conv.out_channels, 2 * c)
-    if first.is_contiguous(memory_format=torch.channels_last) and second.is_contiguous(memory_format=torch.channels_last):
-        y = F.linear(second.permute(0, 2, 3, 1), weight[:, c:], conv.bias)
-        y = y + F.linear(first.permute(0, 2, 3, 1), weight[:, :c])
-        return y.permute(0, 3, 1, 2)
-    w4 = conv.weight
-    return F.conv2d(first, w4[:, :c]) + F.conv2d(second, w4[:, c:], conv.bias)
 
 
 class QualityNet(UpdateNet):
@@ -316,6 +303,22 @@ class PSLADetector(nn.Module):
         self.transform_net = transform_net
         self.quality_nets = quality_nets
         self.config = config
+
+    def set_inference_config(self, config: PSLAConfig) -> None:
+        """Run the trained modules under ``config``: another key interval, max
+        displacement, its scaling or PSLA implementation, or RFU / DenseFT
+        switched off (their modules stay loaded and are simply not run).
+
+        Raises:
+            ValueError: ``config`` switches on a part these modules lack.
+        """
+        if (config.use_rfu and self.update_nets is None) or (config.use_denseft and self.quality_nets is None):
+            raise ValueError("cannot switch on RFU / DenseFT: the modules were built without them")
+        self.config = config
+        for level, p in enumerate(self.psla):
+            if p is not None:
+                p.max_displacement = config.level_displacement(level)
+                p.impl = config.psla_impl
 
     # --- parts --------------------------------------------------------------
 

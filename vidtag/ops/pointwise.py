@@ -4,7 +4,7 @@ A 1x1 convolution is a matrix product over channels at every cell.  On CPU,
 PyTorch sends a 1x1 ``nn.Conv2d`` on a channels-last map to its slow
 reference kernel (``_slow_conv2d_forward``: an im2col copy, a GEMM, a copy
 back); on the ``[B, H, W, C]`` view of the same memory it is one GEMM.
-``benchmarks/bench_psla_cost.py`` measures what that buys.
+The head, the neck and the PSLA modules use these on their channels-last maps.
 
 Both functions take the weights of an ``nn.Conv2d`` with ``kernel_size=1``,
 ``stride=1``, no padding and no groups, and give the same values as calling it
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["pointwise", "pointwise_cells"]
+__all__ = ["pointwise", "pointwise_cells", "pointwise_pair"]
 
 
 def _check(conv: nn.Conv2d) -> None:
@@ -43,8 +43,28 @@ def pointwise(x: Tensor, conv: nn.Conv2d) -> Tensor:
     other layouts go through ``conv`` itself (oneDNN handles those well).
     """
     _check(conv)
-    if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
+    if not _channels_last(x):
         return conv(x)
     weight = conv.weight.reshape(conv.out_channels, x.shape[1])
     return F.linear(x.permute(0, 2, 3, 1), weight, conv.bias).permute(0, 3, 1, 2)
+
+
+def pointwise_pair(first: Tensor, second: Tensor, conv: nn.Conv2d) -> Tensor:
+    """``conv(cat(first, second, dim=1))`` without the concatenated copy: two
+    products on the halves of the weight (``first`` may have batch 1 and broadcast).
+
+    first, second (Tensor[B or 1, C, H, W]) -> Tensor[B, C_out, H, W].
+    """
+    _check(conv)
+    c = first.shape[1]
+    if _channels_last(first) and _channels_last(second):
+        weight = conv.weight.reshape(conv.out_channels, 2 * c)
+        y = F.linear(second.permute(0, 2, 3, 1), weight[:, c:], conv.bias) + F.linear(first.permute(0, 2, 3, 1), weight[:, :c])
+        return y.permute(0, 3, 1, 2)
+    return F.conv2d(first, conv.weight[:, :c]) + F.conv2d(second, conv.weight[:, c:], conv.bias)
+
+
+def _channels_last(x: Tensor) -> bool:
+    """Channels-last strided (and not also plain contiguous, as 1x1 maps are)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 

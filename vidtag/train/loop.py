@@ -193,13 +193,13 @@ def clip_loss(model: PSLADetector, fwd: ClipForward, weights: LossWeights) -> di
 def labelled_clip_loss(model: PSLADetector, spec: ClipSpec, videos: list[VideoFrames], targets: dict, config: TrainConfig) -> dict[str, Tensor]:
     """The detection loss of one clip on its labelled key / non-key frames (boxes follow the camera-motion crop)."""
     from vidtag.degrade import warp_boxes_xyxy
-    from vidtag.models.preprocess import letterbox
+    from vidtag.models.preprocess import plan_letterbox
     from vidtag.train.supervised import detection_loss
 
     _, degraded, affines = make_clip_pair(spec, videos, config.degrade_fraction, config.camera_motion, return_affines=True)
-    x, box = letterbox(torch.from_numpy(np.ascontiguousarray(degraded)), config.imgsz)
-    out, rows, _ = forward_student(model, spec, x)
+    out, rows, _ = forward_student(model, spec, to_input(degraded, config.imgsz))
     h, w = degraded.shape[1:3]
+    box = plan_letterbox((w, h), config.imgsz)[0]
     frame_targets = []
     for row in rows:
         target = targets.get(spec.indices[row])

@@ -47,6 +47,17 @@ class LossWeights:
     pos_threshold: float = 0.3  # teacher score that makes a cell "confident" (box KL, normaliser)
 
 
+def quality_focal_terms(scores: Tensor, targets: Tensor, beta: float = 2.0) -> Tensor:
+    """Per-element quality focal loss (GFL): ``BCE(s, t) * |s - t| ** beta``.
+
+    scores (Tensor[..., K]) sigmoid scores with gradients; targets (same shape)
+    soft targets in [0, 1], not differentiated -> Tensor[..., K].
+    """
+    s = scores.clamp(1e-6, 1 - 1e-6)
+    t = targets.detach()
+    return F.binary_cross_entropy(s, t, reduction="none") * (s - t).abs().pow(beta)
+
+
 def score_distillation_loss(student: Tensor, teacher: Tensor, beta: float = 2.0, pos_threshold: float = 0.3) -> Tensor:
     """Quality-focal BCE between sigmoid scores.
 
@@ -59,10 +70,8 @@ def score_distillation_loss(student: Tensor, teacher: Tensor, beta: float = 2.0,
     Returns:
         Tensor[]: sum over cells and classes / max(confident cells, 1), mean over B.
     """
-    s = student.clamp(1e-6, 1 - 1e-6)
-    t = teacher.detach()
-    loss = F.binary_cross_entropy(s, t, reduction="none") * (s - t).abs().pow(beta)
-    confident = (t.amax(dim=-1) >= pos_threshold).sum(dim=-1).clamp(min=1)
+    loss = quality_focal_terms(student, teacher, beta)
+    confident = (teacher.detach().amax(dim=-1) >= pos_threshold).sum(dim=-1).clamp(min=1)
     return (loss.sum(dim=(1, 2)) / confident).mean()
 
 

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from vidtag.models.nanodet import NanoDetOutput, cell_centers, distances_to_boxes
 from vidtag.ops.boxes import box_area, box_iou
+from vidtag.train.losses import quality_focal_terms
 
 QFL_WEIGHT, DFL_WEIGHT, GIOU_WEIGHT = 1.0, 0.25, 2.0  # nanodet-g.yml loss weights
 ATSS_TOPK, ANCHOR_SCALE = 9, 5.0  # nanodet-g.yml: ATSS topk 9, octave_base_scale 5
@@ -147,8 +148,7 @@ def detection_loss(output: NanoDetOutput, targets: list[tuple[Tensor, Tensor] | 
             giou_sum = giou_sum + ((1 - giou) * weight).sum()
             weight_sum = weight_sum + weight.sum()
             positives += len(pos)
-        s_b = scores[b].clamp(1e-6, 1 - 1e-6)
-        cls_sum = cls_sum + (F.binary_cross_entropy(s_b, soft, reduction="none") * (s_b - soft).abs().pow(2)).sum()
+        cls_sum = cls_sum + quality_focal_terms(scores[b], soft).sum()
     norm = max(positives, 1)
     parts = {"cls": cls_sum / norm, "box": box_sum / weight_sum.clamp(min=1e-6), "giou": giou_sum / weight_sum.clamp(min=1e-6)}
     parts["total"] = QFL_WEIGHT * parts["cls"] + DFL_WEIGHT * parts["box"] + GIOU_WEIGHT * parts["giou"]
