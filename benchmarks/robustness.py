@@ -256,29 +256,53 @@ def recall_ceiling(pred, gt, iou: float = 0.5) -> np.ndarray:
 # --------------------------------------------------------------------------- running
 
 
-# Variants of psla with the same trained modules: ``psla:KEY=VALUE[:KEY=VALUE]``.
-VARIANT_KEYS = {"d": ("max_displacement", int), "k": ("key_interval", int), "rfu": ("use_rfu", lambda v: v == "1"),
-                "denseft": ("use_denseft", lambda v: v == "1"), "scale": ("displacement_scaling", str)}
+# Variants of a temporal method: ``psla:KEY=VALUE[:KEY=VALUE]`` (the shipped PSLA modules, an
+# inference-time change) and ``iff:KEY=VALUE`` (window, or the shipped modules of another IFF-Net
+# variant: the basic module, the modules trained without TRL).
+VARIANT_KEYS = {
+    "psla": {"d": ("max_displacement", int), "k": ("key_interval", int), "rfu": ("use_rfu", lambda v: v == "1"),
+             "denseft": ("use_denseft", lambda v: v == "1"), "scale": ("displacement_scaling", str)},
+    "iff": {"w": ("window", int), "module": ("module", str), "trl": ("trl", lambda v: v == "1")},
+}
 # Table 5 of the paper on our data: PSLA alone, + RFU, + DenseFT (= psla), then d = 2..5 (d = 4 is psla).
 # Then the same reach at every level or not (PSLAConfig.displacement_scaling); one of the two is psla itself.
 ABLATION = ("psla:rfu=0:denseft=0", "psla:denseft=0", "psla:d=2", "psla:d=3", "psla:d=5", "psla:scale=none", "psla:scale=stride")
+# IFF-Net's speed-accuracy curve: window 4 / 10 / 20 (= iff), and the paper's Table 2 rows (IFF-Net-A: basic
+# module without TRL, -B: basic with TRL, -C: advanced with TRL = iff).
+IFF_CURVE = ("iff:w=4", "iff:w=10", "iff:module=basic", "iff:module=basic:trl=0")
 
 
 def parse_variant(spec: str) -> tuple[str, dict]:
     """'psla:d=2:rfu=0' -> ('psla', {'max_displacement': 2, 'use_rfu': False}); 'frame' -> ('frame', {})."""
     base, *parts = spec.split(":")
+    keys = VARIANT_KEYS.get(base, {})
     options = {}
     for part in parts:
         key, _, value = part.partition("=")
-        if key not in VARIANT_KEYS or not value:
-            raise SystemExit(f"bad variant {part!r} in {spec!r}: use KEY=VALUE with KEY in {', '.join(VARIANT_KEYS)}")
-        name, cast = VARIANT_KEYS[key]
+        if key not in keys or not value:
+            raise SystemExit(f"bad variant {part!r} in {spec!r}: use KEY=VALUE with KEY in {', '.join(keys) or '(none for ' + base + ')'}")
+        name, cast = keys[key]
         options[name] = cast(value)
     return base, options
 
 
-def parse_settings(text: str | None, available, ablation: bool = False) -> tuple[list[tuple[str, str]], list[str]]:
-    """'frame,frame+seqnms+,psla:d=2' -> [(method, link)], notes on skipped ones; ``ablation`` adds :data:`ABLATION`."""
+def build_variant(spec: str, options, device):
+    """The detector of a setting's method: ``build_detector`` with the variant's options."""
+    from vidtag.models.build import IFF_WEIGHTS, build_detector
+    from vidtag.weights import default_weights_dir
+
+    base, variant = parse_variant(spec)
+    if base != "iff":
+        return build_detector(base, None, options, device, variant or None)[0]
+    weights = None
+    if variant.pop("trl", True) is False:  # the same module trained without TRL: '-notrl' before '-nanodet-g'
+        weights = default_weights_dir() / IFF_WEIGHTS[variant.get("module", "advanced")].replace("-nanodet-g", "-notrl-nanodet-g")
+    return build_detector(base, None, options, device, iff_options=variant or None, iff_weights=weights)[0]
+
+
+def parse_settings(text: str | None, available, ablation: bool = False, iff_curve: bool = False) -> tuple[list[tuple[str, str]], list[str]]:
+    """'frame,frame+seqnms+,psla:d=2' -> [(method, link)], notes on skipped ones; ``ablation`` adds
+    :data:`ABLATION`, ``iff_curve`` :data:`IFF_CURVE` (without linking)."""
     from vidtag.linking import METHODS as LINKS
 
     if text:
@@ -290,6 +314,8 @@ def parse_settings(text: str | None, available, ablation: bool = False) -> tuple
         wanted = [(m, l) for m in dict.fromkeys(CANDIDATE_METHODS + tuple(available)) for l in DEFAULT_LINKS]
     if ablation:
         wanted += [(m, "none") for m in ABLATION]
+    if iff_curve:
+        wanted += [(m, "none") for m in IFF_CURVE]
     settings, notes = [], []
     for method, link in wanted:
         if link not in LINKS:
@@ -430,6 +456,12 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.plot([x, x], [y_deg, y_all], color="0.7", lw=1, zorder=2)
         label = setting_name(r["method"], r["link"])
         ax.annotate(label, (x, y_all), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    # IFF-Net's window curve (advanced module with TRL, no linking): window 4 -> 10 -> 20
+    windows = {"iff": 20, **{f"iff:w={w}": w for w in (4, 10)}}
+    curve = sorted((windows[r["method"]], r) for r in rows if r["method"] in windows and r["link"] == "none")
+    if len(curve) > 1:
+        ax.plot([r["fps"] for _, r in curve], [100 * (r["ap50_degraded_all"] or 0) for _, r in curve], color="C2", lw=1,
+                zorder=1, label="iff, window 4 / 10 / 20")
     ax.scatter([], [], color="C0", label="all frames of the degraded clip")
     ax.scatter([], [], facecolors="none", edgecolors="C3", label="degraded frames only")
     ax.set_xlabel("frames/s (model + linking, CPU, in-memory frames)")
@@ -472,11 +504,13 @@ def main() -> None:
     parser.add_argument("--diag-conf", type=float, default=0.05, help="conf of one extra per-frame pass on the degraded clips that shows what a lower threshold leaves for linking; 0 skips it (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
     parser.add_argument("--ablation", action="store_true", help="add the PSLA ablation rows (paper Table 5 on our data): " + ", ".join(ABLATION))
+    parser.add_argument("--iff-curve", action="store_true", help="add IFF-Net's speed-accuracy rows: " + ", ".join(IFF_CURVE))
     args = parser.parse_args()
 
     import torch
 
     from vidtag.linking import link as link_frames
+    from vidtag.errors import WeightsError
     from vidtag.models.build import METHODS, DetectOptions, build_detector
 
     torch.set_num_threads(args.threads)
@@ -499,16 +533,15 @@ def main() -> None:
         raise SystemExit(f"unknown clip(s) {unknown}: choose from {', '.join(by_name)}")
     if RESERVED_SEEDS[0] <= args.seed and args.seed + len(CLIPS) - 1 > RESERVED_SEEDS[1]:
         raise SystemExit(f"--seed {args.seed} runs out of the reserved benchmark seeds {RESERVED_SEEDS}")
-    settings, notes = parse_settings(args.methods, METHODS, args.ablation)
+    settings, notes = parse_settings(args.methods, METHODS, args.ablation, args.iff_curve)
     methods = list(dict.fromkeys(["frame"] + [m for m, _ in settings]))  # frame always: it makes the pseudo GT
 
     options = DetectOptions()
     detectors = {}
     for m in methods:
         try:
-            base, variant = parse_variant(m)
-            detectors[m], manifest = build_detector(base, None, options, args.device, variant or None)
-        except (ValueError, FileNotFoundError, NotImplementedError) as err:
+            detectors[m] = build_variant(m, options, args.device)
+        except (ValueError, FileNotFoundError, NotImplementedError, WeightsError) as err:
             notes.append(f"{m}: skipped, build_detector failed: {err}")
     # a variant that only restates the shipped config (e.g. psla:scale=stride) is psla itself: not run twice
     for m in [m for m in detectors if ":" in m]:
@@ -788,15 +821,16 @@ def main() -> None:
     )
 
     out = Path(args.out)
-    psla_manifest = None
-    if any(m.startswith("psla") for m in detectors):
-        from vidtag.models.build import PSLA_WEIGHTS
-        from vidtag.weights import default_weights_dir
+    from vidtag.weights import file_sha256
 
-        psla_manifest = json.loads((default_weights_dir() / PSLA_WEIGHTS).read_text())
+    modules_sha256 = {}  # the temporal modules each setting ran with
+    for m, d in detectors.items():
+        source = getattr(d, "modules_file", None)
+        if source is not None:
+            modules_sha256[m] = file_sha256(source)
     record = {
         "command": command.strip(),
-        "psla_sha256": psla_manifest["sha256"] if psla_manifest else None,
+        "modules_sha256": modules_sha256,
         "split": {
             c.clip.name: {
                 "file": c.clip.file,
@@ -826,8 +860,9 @@ def main() -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(record, indent=1) + "\n")
     write_md(out / "benchmarks" / "RESULTS-robustness.md", ["## Robustness: degraded held-out footage", "", *lines])
-    # the plot shows the methods; the ablation variants (METHOD:KEY=VALUE) stay in the tables
-    pooled_rows = [dict(method=r["method"], link=r["link"], **r["pooled"]) for r in results if ":" not in r["method"]]
+    # the plot shows the methods and IFF-Net's curve; the PSLA ablation variants stay in the tables
+    pooled_rows = [dict(method=r["method"], link=r["link"], **r["pooled"]) for r in results
+                   if ":" not in r["method"] or r["method"].startswith("iff:")]
     plot(pooled_rows, out / "docs" / "speed-accuracy.png", "degraded held-out " + " + ".join(c.clip.file for c in clips))
     print(f"\nwrote {json_path}, {out / 'benchmarks' / 'RESULTS-robustness.md'}, {out / 'docs' / 'speed-accuracy.png'}")
 

@@ -155,6 +155,28 @@ def test_train_psla_then_detect_with_the_trained_modules(tmp_path, clip_with_aud
     assert str(out / "psla-nanodet-g.json") in json.dumps(run)
 
 
+def test_train_iff_then_detect_with_the_trained_modules(tmp_path, clip_with_audio):
+    out = tmp_path / "modules"
+    result = invoke("train", "iff", clip_with_audio, "-o", out, "--steps", "2", "--imgsz", "64", "--module", "basic", "--trl", "0",
+                    "--frames", "0:12")
+    assert result.exit_code == 0, result.output + result.stderr
+    manifest = json.loads((out / "iff-basic-notrl-nanodet-g.json").read_text())
+    assert manifest["iff_config"]["module"] == "basic" and manifest["iff_config"]["trl_weight"] == 0
+    assert manifest["training"]["steps"] == 2 and manifest["made_by"].startswith("vidtag train iff")
+    det_out = tmp_path / "out"
+    result = invoke("detect", clip_with_audio, "-o", det_out, "--method", "iff", "--iff-weights", out / "iff-basic-notrl-nanodet-g.json",
+                    "--window", "4", "--format", "coco", *FAST)
+    assert result.exit_code == 0, result.stderr
+    run = json.dumps(json.loads((det_out / "vidtag-run.json").read_text()))
+    assert '"window": 4' in run and '"method": "iff"' in run
+    odd = invoke("detect", clip_with_audio, "-o", tmp_path / "odd", "--method", "iff", "--iff-weights",
+                 out / "iff-basic-notrl-nanodet-g.json", "--window", "5", *FAST)
+    assert odd.exit_code == 2 and "even" in odd.stderr
+    wrong = invoke("detect", clip_with_audio, "-o", tmp_path / "wrong", "--method", "iff", "--iff-weights",
+                   out / "iff-basic-notrl-nanodet-g.json", "--iff-module", "advanced", *FAST)
+    assert wrong.exit_code != 0 and "basic IFF module" in wrong.stderr
+
+
 def test_train_psla_bad_arguments_are_usage_errors(tmp_path, clip_with_audio):
     result = invoke("train", "psla", clip_with_audio, "-o", tmp_path / "m", "--frames", "0:5", "--frames", "5:9")
     assert result.exit_code == 2 and "one START:STOP per video" in result.stderr

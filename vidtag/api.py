@@ -37,6 +37,9 @@ class Settings:
     weights: str | None = None
     key_interval: int = 10  # psla: frames per segment (one key frame each)
     psla_weights: str | None = None  # psla: modules manifest (vidtag train psla); None = shipped
+    iff_module: str | None = None  # iff: which shipped IFF module (advanced or basic); None: advanced, or iff_weights' own
+    window: int = 20  # iff: neighbours aggregated per frame (+-window/2), even
+    iff_weights: str | None = None  # iff: modules manifest (vidtag train iff); None = shipped
 
     def output_options(self, manifest) -> dict:
         """The options that change outputs (device and batch size do not)."""
@@ -49,6 +52,7 @@ class Settings:
             "weights": manifest.name,
             "weights_sha256": manifest.sha256,
             **({"key_interval": self.key_interval, "psla_weights": self.psla_weights} if self.method == "psla" else {}),
+            **({"iff_module": self.iff_module, "window": self.window, "iff_weights": self.iff_weights} if self.method == "iff" else {}),
         }
 
 
@@ -70,8 +74,12 @@ class Runner:
         if settings.key_interval < 1:
             raise ValueError(f"key interval must be at least 1, got {settings.key_interval}")
         psla_options = {"key_interval": settings.key_interval} if settings.method == "psla" else None
+        iff_options = None
+        if settings.method == "iff":
+            iff_options = {"window": settings.window, **({"module": settings.iff_module} if settings.iff_module else {})}
         detector, manifest = build_detector(settings.method, settings.weights, options, self.device, psla_options,
-                                            settings.psla_weights if settings.method == "psla" else None)
+                                            settings.psla_weights if settings.method == "psla" else None,
+                                            iff_options, settings.iff_weights if settings.method == "iff" else None)
         if settings.classes:
             options = DetectOptions(conf=settings.conf, imgsz=settings.imgsz,
                                     classes=class_indices(settings.classes, manifest.classes))
@@ -145,8 +153,10 @@ def detect(
     device: str = "auto",
     weights: str | None = None,
     key_interval: int = 10,
+    window: int = 20,
 ) -> VideoDetections:
-    """Detect (and link) objects in one video (``key_interval``: frames per segment for ``method="psla"``).
+    """Detect (and link) objects in one video (``key_interval``: frames per segment for
+    ``method="psla"``; ``window``: neighbours aggregated per frame for ``method="iff"``).
 
     Returns:
         VideoDetections: ``detections[i]`` holds frame i's boxes (xyxy source
@@ -154,7 +164,7 @@ def detect(
         None when ``link='none'``); ``timestamps[i]`` its time in seconds.
     """
     settings = Settings(method=method, link=link, conf=conf, classes=tuple(classes) if classes else None,
-                        imgsz=imgsz, batch=batch, device=device, weights=weights, key_interval=key_interval)
+                        imgsz=imgsz, batch=batch, device=device, weights=weights, key_interval=key_interval, window=window)
     return Runner(settings).detect(path)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 FORMAT_CHOICES = ("coco", "mot", "mot-json", "csv", "mp4")
-METHOD_CHOICES = ("frame", "psla")
+METHOD_CHOICES = ("frame", "psla", "iff")
 LINK_CHOICES = ("seqnms+", "seqnms", "none")
 
 
@@ -70,9 +70,12 @@ def _split_commas(ctx, param, value):
 
 @main.command()
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--method", type=click.Choice(METHOD_CHOICES), default="frame", show_default=True, help="frame: NanoDet-g per frame; psla: key frames + sparse local attention (experimental).")
+@click.option("--method", type=click.Choice(METHOD_CHOICES), default="frame", show_default=True, help="frame: NanoDet-g per frame; psla: key frames + sparse local attention; iff: 20-frame feature-flow aggregation (both experimental).")
 @click.option("--key-interval", type=click.IntRange(min=1), default=10, show_default=True, help="psla: frames per segment; the middle one is the key frame.")
 @click.option("--psla-weights", type=click.Path(exists=True, dir_okay=False), default=None, help="psla: modules manifest from `vidtag train psla` [default: shipped].")
+@click.option("--window", type=click.IntRange(min=0), default=20, show_default=True, help="iff: neighbours aggregated per frame (even; +-window/2).")
+@click.option("--iff-module", type=click.Choice(("advanced", "basic")), default=None, help="iff: which shipped IFF module [default: advanced; with --iff-weights: the file's].")
+@click.option("--iff-weights", type=click.Path(exists=True, dir_okay=False), default=None, help="iff: modules manifest from `vidtag train iff` [default: shipped].")
 @click.option("--link", type=click.Choice(LINK_CHOICES), default="seqnms+", show_default=True, help="Link boxes over time into tracks.")
 @click.option("--conf", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="Minimum score kept.")
 @click.option("--classes", multiple=True, callback=_split_commas, help="Keep only these classes, e.g. person,car.")
@@ -86,7 +89,7 @@ def _split_commas(ctx, param, value):
 @click.option("--weights", default=None, help="Weights name (see `vidtag models`) or manifest/.pt path.")
 @click.option("--quiet", "-q", is_flag=True, help="Only errors and the summary.")
 @handle_errors
-def detect(sources, method, key_interval, psla_weights, link, conf, classes, formats, output, overwrite, recursive, device, imgsz, batch, weights, quiet):
+def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_weights, link, conf, classes, formats, output, overwrite, recursive, device, imgsz, batch, weights, quiet):
     """Detect, link and write results for video files and folders."""
     from vidtag.api import Runner, Settings, annotate
     from vidtag.batch import find_videos
@@ -94,7 +97,7 @@ def detect(sources, method, key_interval, psla_weights, link, conf, classes, for
     _setup_logging(quiet)
     settings = Settings(method=method, link=link, conf=conf, classes=classes, imgsz=imgsz,
                         batch=batch, device=device, weights=weights, key_interval=key_interval,
-                        psla_weights=psla_weights)
+                        psla_weights=psla_weights, window=window, iff_module=iff_module, iff_weights=iff_weights)
     formats = formats or FORMAT_CHOICES
     tasks = find_videos(sources, recursive=recursive)
     runner = Runner(settings)
@@ -284,6 +287,60 @@ def train_psla_command(videos, output, ranges, steps, time_limit, imgsz, seed, t
     final = json.dumps({k: round(v, 4) for k, v in result.final_losses().items()})
     _console().print(f"wrote {config.checkpoint} and {manifest} ({result.steps} steps, {result.wall_s:.0f} s; final losses {final})")
     _console().print(f"use them: vidtag detect VIDEO --method psla --psla-weights {manifest}")
+
+
+@train.command("iff")
+@click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the modules file and its manifest.")
+@click.option("--frames", "ranges", multiple=True, help="START:STOP frames to train on, one per video in order [default: every frame].")
+@click.option("--module", type=click.Choice(("advanced", "basic")), default="advanced", show_default=True, help="IFF module to train.")
+@click.option("--trl", type=click.FloatRange(min=0), default=0.65, show_default=True, help="Weight (lambda) of the transformation residual loss; 0 turns it off.")
+@click.option("--steps", type=click.IntRange(min=1), default=1500, show_default=True, help="Optimiser steps (2 samples of 3 frames each).")
+@click.option("--time-limit", type=click.FloatRange(min=1), default=None, help="Stop after this many seconds (the schedule is kept).")
+@click.option("--imgsz", type=int, default=416, show_default=True, help="Training input size (longest side), multiple of 32.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of module init, samples, crops and degradations.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [default: torch's].")
+@click.option("--labels", type=click.Path(exists=True, path_type=Path), default=None, help="CocoVID JSON / ImageNet VID folder for a detection loss instead of distillation.")
+@handle_errors
+def train_iff_command(videos, output, ranges, module, trl, steps, time_limit, imgsz, seed, threads, labels):
+    """Train the IFF-Net modules (feature flow + aggregation) on VIDEOS, no labels needed.
+
+    Each step warps two random neighbours from +-10 frames onto a frame.  The
+    frozen NanoDet-g sees clean frames, the student degraded ones; TRL aligns
+    the warped clean features.  With --labels the student learns from those
+    boxes instead.
+    """
+    import json
+
+    from vidtag.io.decode import probe
+    from vidtag.models.iff import IFFConfig
+    from vidtag.train.iff import IFFTrainConfig, train_iff
+    from vidtag.train.loop import write_manifest
+
+    if ranges and len(ranges) != len(videos):
+        raise ValueError(f"--frames given {len(ranges)} times for {len(videos)} videos: give one START:STOP per video")
+    frames = tuple(_frame_range(r) for r in ranges) if ranges else tuple((0, probe(v).num_frames) for v in videos)
+    name = "iff" + ("-basic" if module == "basic" else "") + ("-notrl" if trl == 0 else "") + "-nanodet-g"
+    config = IFFTrainConfig(
+        videos=tuple(str(v) for v in videos), frames=frames, steps=steps, imgsz=imgsz, seed=seed, threads=threads,
+        time_limit_s=time_limit, labels=str(labels) if labels else None, log_every=25,
+        iff=IFFConfig(module=module, trl_weight=trl), checkpoint=str(output / f"{name}.pt"), checkpoint_every=200,
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    console = _console(stderr=True)
+
+    def on_log(info):
+        console.print(
+            f"step {info['step']}/{info['steps']}  loss {info['total']:.4f} (cls {info['cls']:.4f}, box {info['box']:.4f}, "
+            f"feature {info['feature']:.4f}, trl {info['trl']:.4f})  {info['steps_per_s']:.2f} steps/s  eta {info['eta_s'] / 60:.1f} min"
+        )
+
+    result = train_iff(config, on_log=on_log)
+    command = "vidtag train iff " + " ".join(sys.argv[3:])
+    manifest = write_manifest(result, config, config.checkpoint, name, command)
+    final = json.dumps({k: round(v, 4) for k, v in result.final_losses().items()})
+    _console().print(f"wrote {config.checkpoint} and {manifest} ({result.steps} steps, {result.wall_s:.0f} s; final losses {final})")
+    _console().print(f"use them: vidtag detect VIDEO --method iff --iff-weights {manifest}")
 
 
 @main.command()

@@ -16,10 +16,13 @@ import torch
 
 from vidtag.types import Detections, FrameChunk
 
-METHODS = ("frame", "psla")
+METHODS = ("frame", "psla", "iff")
 
 PSLA_WEIGHTS = "psla-nanodet-g.json"
 """Manifest of the trained PSLA + RFU + DenseFT modules in the weights folder."""
+
+IFF_WEIGHTS = {"advanced": "iff-nanodet-g.json", "basic": "iff-basic-nanodet-g.json"}
+"""Manifests of the trained IFF-Net modules (advanced / basic IFF module, both with TRL)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ def build_detector(
     device: str | torch.device = "auto",
     psla_options: dict | None = None,
     psla_weights: str | Path | None = None,
+    iff_options: dict | None = None,
+    iff_weights: str | Path | None = None,
 ):
     """Build a ready-to-run video detector.
 
@@ -123,6 +128,10 @@ def build_detector(
             off), ``psla_impl``.
         psla_weights: the PSLA modules' manifest (.json, or the .pt beside
             it), e.g. from ``vidtag train psla``; None for the shipped ones.
+        iff_options: for ``method="iff"``: ``window`` (neighbours, even) and
+            ``module`` (``"advanced"`` or ``"basic"``: which shipped modules).
+        iff_weights: the IFF modules' manifest, e.g. from ``vidtag train iff``;
+            None for the shipped ones of ``iff_options["module"]``.
 
     Returns:
         (detector, manifest): the detector and the manifest of its weights.
@@ -139,8 +148,10 @@ def build_detector(
     model = load_nanodet(manifest).to(dev).eval()
     if method == "psla":
         return _build_psla(model, manifest, options, dev, psla_options or {}, psla_weights), manifest
-    if psla_options:
-        raise ValueError(f"PSLA options {sorted(psla_options)} given for method {method!r}")
+    if method == "iff":
+        return _build_iff(model, manifest, options, dev, iff_options or {}, iff_weights), manifest
+    if psla_options or iff_options:
+        raise ValueError(f"PSLA options {sorted(psla_options)} given for method {method!r}" if psla_options else f"IFF options {sorted(iff_options)} given for method {method!r}")
     return FrameDetector(model, tuple(manifest.classes), options, dev), manifest
 
 
@@ -149,25 +160,11 @@ INFERENCE_PSLA_OPTIONS = ("key_interval", "max_displacement", "displacement_scal
 
 def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict, psla_weights=None):
     """Wrap NanoDet-g with the shipped PSLA modules (sha256 checked, base weights matched)."""
-    import json
     from dataclasses import asdict
 
-    from vidtag.errors import WeightsError
     from vidtag.models.psla import PSLAConfig, PSLAVideoDetector, build_psla
-    from vidtag.weights import default_weights_dir, file_sha256
 
-    manifest_path = default_weights_dir() / PSLA_WEIGHTS if psla_weights is None else Path(psla_weights).with_suffix(".json")
-    try:
-        psla_manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as err:
-        raise WeightsError(f"{manifest_path}: cannot read the PSLA weights manifest ({err})") from None
-    file = manifest_path.parent / psla_manifest["file"]
-    if not file.is_file():
-        raise WeightsError(f"{file}: PSLA weights file not found")
-    if file_sha256(file) != psla_manifest["sha256"]:
-        raise WeightsError(f"{file}: sha256 does not match its manifest (corrupt or replaced)")
-    if psla_manifest["base_weights"]["sha256"] != base_manifest.sha256:
-        raise WeightsError(f"{file}: trained on {psla_manifest['base_weights']['name']}, not on {base_manifest.name}")
+    psla_manifest, file = load_module_manifest(psla_weights, PSLA_WEIGHTS, base_manifest, "PSLA")
     unknown = sorted(set(overrides) - set(INFERENCE_PSLA_OPTIONS))
     if unknown:
         raise ValueError(f"PSLA options {unknown} cannot change at inference (allowed: {', '.join(INFERENCE_PSLA_OPTIONS)})")
@@ -179,4 +176,67 @@ def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.de
             model.set_inference_config(PSLAConfig.from_saved(asdict(saved), **overrides))
         except ValueError as err:
             raise ValueError(f"{file}: {err}") from None
-    return PSLAVideoDetector(model.to(device).eval(), tuple(base_manifest.classes), options, device)
+    detector = PSLAVideoDetector(model.to(device).eval(), tuple(base_manifest.classes), options, device)
+    detector.modules_file = file
+    return detector
+
+
+def load_module_manifest(path: str | Path | None, default_name: str, base_manifest, label: str) -> tuple[dict, Path]:
+    """Read a temporal modules' manifest (``path``: the .json or the .pt beside it;
+    None: ``default_name`` in the weights folder) and check its file's sha256
+    and base weights.
+
+    Returns:
+        (manifest dict, path of the modules file).
+
+    Raises:
+        WeightsError: unreadable manifest, missing or altered file, other base weights.
+    """
+    import json
+
+    from vidtag.errors import WeightsError
+    from vidtag.weights import default_weights_dir, file_sha256
+
+    manifest_path = default_weights_dir() / default_name if path is None else Path(path).with_suffix(".json")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        file = manifest_path.parent / manifest["file"]
+        base = manifest["base_weights"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise WeightsError(f"{manifest_path}: cannot read the {label} weights manifest ({err})") from None
+    if not file.is_file():
+        raise WeightsError(f"{file}: {label} weights file not found")
+    if file_sha256(file) != manifest.get("sha256"):
+        raise WeightsError(f"{file}: sha256 does not match its manifest (corrupt or replaced)")
+    if base.get("sha256") != base_manifest.sha256:
+        raise WeightsError(f"{file}: trained on {base.get('name')}, not on {base_manifest.name}")
+    return manifest, file
+
+
+INFERENCE_IFF_OPTIONS = ("window", "module")
+
+
+def _build_iff(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict, iff_weights=None):
+    """Wrap NanoDet-g with trained IFF modules (shipped ones by ``overrides["module"]``, or ``iff_weights``)."""
+    from vidtag.models.iff import MODULES, IFFConfig, IFFVideoDetector, build_iff
+
+    unknown = sorted(set(overrides) - set(INFERENCE_IFF_OPTIONS))
+    if unknown:
+        raise ValueError(f"IFF options {unknown} cannot change at inference (allowed: {', '.join(INFERENCE_IFF_OPTIONS)})")
+    module = overrides.get("module") or "advanced"
+    if module not in MODULES:
+        raise ValueError(f"unknown IFF module {module!r}: choose from {', '.join(MODULES)}")
+    iff_manifest, file = load_module_manifest(iff_weights, IFF_WEIGHTS[module], base_manifest, "IFF")
+    saved = IFFConfig.from_saved(iff_manifest["iff_config"])
+    if iff_weights is not None and "module" in overrides and saved.module != module:
+        raise ValueError(f"{file}: holds a {saved.module} IFF module, not {module}")
+    model = build_iff(nanodet, saved)
+    model.load_modules(file)
+    if "window" in overrides:
+        try:
+            model.set_window(int(overrides["window"]))
+        except ValueError as err:
+            raise ValueError(f"--window: {err}") from None
+    detector = IFFVideoDetector(model.to(device).eval(), tuple(base_manifest.classes), options, device)
+    detector.modules_file = file
+    return detector

@@ -34,7 +34,7 @@ from vidtag.models.psla import PSLAConfig, PSLADetector, build_psla
 from vidtag.train.data import ClipSpec, VideoFrames, load_frames, make_clip_pair, sample_clip
 from vidtag.train.losses import LossWeights, distillation_loss
 
-LOSS_PARTS = ("total", "cls", "box", "feature", "transform", "giou")  # giou: labelled training only
+LOSS_PARTS = ("total", "cls", "box", "feature", "transform", "giou", "trl")  # giou: labelled training; trl: IFF-Net
 
 
 @dataclass(frozen=True)
@@ -190,26 +190,39 @@ def clip_loss(model: PSLADetector, fwd: ClipForward, weights: LossWeights) -> di
     )
 
 
-def labelled_clip_loss(model: PSLADetector, spec: ClipSpec, videos: list[VideoFrames], targets: dict, config: TrainConfig) -> dict[str, Tensor]:
-    """The detection loss of one clip on its labelled key / non-key frames (boxes follow the camera-motion crop)."""
+def crop_targets(target, affine: np.ndarray, width: int, height: int, imgsz: int) -> tuple[Tensor, Tensor] | None:
+    """One frame's labelled boxes moved by its camera-motion crop, in network-input pixels.
+
+    Args:
+        target: the frame's labels (``.boxes`` float[n, 4] xyxy source pixels,
+            ``.labels`` int[n]) or None for an unlabelled frame.
+        affine (float32[2, 3]): the frame's source -> crop pixel map.
+        width, height: the crop's size.
+        imgsz: the network input size.
+
+    Returns:
+        (boxes Tensor[m, 4] xyxy input pixels, labels Tensor[m]) of the boxes the
+        crop left in view, or None.
+    """
     from vidtag.degrade import warp_boxes_xyxy
     from vidtag.models.preprocess import plan_letterbox
+
+    if target is None:
+        return None
+    box = plan_letterbox((width, height), imgsz)[0]
+    boxes = warp_boxes_xyxy(target.boxes, affine, width, height)
+    keep = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)  # boxes the crop left in view
+    return box.to_input(torch.from_numpy(boxes[keep])), torch.from_numpy(target.labels[keep])
+
+
+def labelled_clip_loss(model: PSLADetector, spec: ClipSpec, videos: list[VideoFrames], targets: dict, config: TrainConfig) -> dict[str, Tensor]:
+    """The detection loss of one clip on its labelled key / non-key frames (boxes follow the camera-motion crop)."""
     from vidtag.train.supervised import detection_loss
 
     _, degraded, affines = make_clip_pair(spec, videos, config.degrade_fraction, config.camera_motion, return_affines=True)
     out, rows, _ = forward_student(model, spec, to_input(degraded, config.imgsz))
     h, w = degraded.shape[1:3]
-    box = plan_letterbox((w, h), config.imgsz)[0]
-    frame_targets = []
-    for row in rows:
-        target = targets.get(spec.indices[row])
-        if target is None:
-            frame_targets.append(None)
-            continue
-        boxes = warp_boxes_xyxy(target.boxes, affines[row], w, h)
-        keep = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)  # boxes the crop left in view
-        boxes = box.to_input(torch.from_numpy(boxes[keep]))
-        frame_targets.append((boxes, torch.from_numpy(target.labels[keep])))
+    frame_targets = [crop_targets(targets.get(spec.indices[row]), affines[row], w, h, config.imgsz) for row in rows]
     return detection_loss(_cat_outputs(out.outputs), frame_targets)
 
 
@@ -267,14 +280,40 @@ def train_psla(
         targets = load_targets(config.labels, videos, COCO_CLASSES[: model.detector.config.num_classes])
         if not any(targets):
             raise ValueError(f"{config.labels}: no labelled frame inside the training ranges")
+
+    def sample_loss(rng: np.random.Generator) -> dict[str, Tensor]:
+        spec = sample_clip(rng, lengths, config.psla.key_interval, config.max_offset, config.prev_key_prob)
+        if targets is None:
+            clean, degraded = make_clip_pair(spec, videos, config.degrade_fraction, config.camera_motion)
+            return clip_loss(model, forward_clip_pair(model, spec, clean, degraded, config.imgsz), config.loss)
+        while not ({spec.key, spec.nonkey} & targets[spec.video].keys()):
+            spec = sample_clip(rng, lengths, config.psla.key_interval, config.max_offset, config.prev_key_prob)
+        return labelled_clip_loss(model, spec, videos, targets[spec.video], config)
+
+    lengths = [len(v.frames) for v in videos]
+    result = TrainResult(model, load_s=load_s)
+    run_schedule(model, config, sample_loss, result, on_log)
+    model.eval()
+    if config.checkpoint:
+        model.save_modules(config.checkpoint)
+    return result
+
+
+def run_schedule(model, config, sample_loss: Callable[[np.random.Generator], dict[str, Tensor]], result: TrainResult, on_log=None) -> None:
+    """The optimisation loop shared by the PSLA and IFF trainings.
+
+    Per step, ``config.batch`` calls of ``sample_loss(rng)`` (one clip each,
+    gradients accumulated); Adam on ``model.trainable_modules()``, linear
+    warm-up then cosine (:func:`lr_factor`), gradient-norm clipping,
+    checkpoints, logging as :func:`train_psla` documents, and
+    ``config.time_limit_s``.  ``rng`` is ``np.random.default_rng(config.seed)``.
+    Fills ``result.history``, ``steps`` and ``wall_s``; leaves the model in eval mode.
+    """
     modules = model.trainable_modules().train()
     params = [p for p in modules.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     rng = np.random.default_rng(config.seed)
-    lengths = [len(v.frames) for v in videos]
-
-    result = TrainResult(model, load_s=load_s)
     window: list[dict] = []
     start = time.perf_counter()
     last_log = start
@@ -282,14 +321,7 @@ def train_psla(
         optimizer.zero_grad(set_to_none=True)
         sums = dict.fromkeys(LOSS_PARTS, 0.0)
         for _ in range(config.batch):
-            spec = sample_clip(rng, lengths, config.psla.key_interval, config.max_offset, config.prev_key_prob)
-            if targets is None:
-                clean, degraded = make_clip_pair(spec, videos, config.degrade_fraction, config.camera_motion)
-                parts = clip_loss(model, forward_clip_pair(model, spec, clean, degraded, config.imgsz), config.loss)
-            else:
-                while not ({spec.key, spec.nonkey} & targets[spec.video].keys()):
-                    spec = sample_clip(rng, lengths, config.psla.key_interval, config.max_offset, config.prev_key_prob)
-                parts = labelled_clip_loss(model, spec, videos, targets[spec.video], config)
+            parts = sample_loss(rng)
             (parts["total"] / config.batch).backward()
             for k in LOSS_PARTS:
                 sums[k] += float(parts[k].detach()) / config.batch if k in parts else 0.0
@@ -316,10 +348,6 @@ def train_psla(
         if done:
             break
     result.wall_s = time.perf_counter() - start
-    model.eval()
-    if config.checkpoint:
-        model.save_modules(config.checkpoint)
-    return result
 
 
 # ---------------------------------------------------------------------------
@@ -396,7 +424,8 @@ def write_manifest(
 ) -> Path:
     """Write ``<weights_path stem>.json`` beside the modules file saved by ``save_modules``.
 
-    Records the file's sha256, the base weights (name, sha256), the PSLAConfig,
+    ``config`` is a :class:`TrainConfig` (PSLA) or a ``vidtag.train.iff.IFFTrainConfig``.
+    Records the file's sha256, the base weights (name, sha256), the PSLAConfig / IFFConfig,
     the training data (files, frame ranges, sha256 of the sources), seeds, the
     command, steps, final losses and wall time; ``extra`` is merged in
     (e.g. measured figures).
@@ -407,14 +436,16 @@ def write_manifest(
 
     weights_path = Path(weights_path)
     base = resolve_weights(config.base_weights)
+    kind = "iff" if hasattr(config, "iff") else "psla"
+    Kind, Detector, trainer = ("IFF", "IFFDetector", "vidtag.train.iff.train_iff") if kind == "iff" else ("PSLA", "PSLADetector", "vidtag.train.loop.train_psla")
     manifest = {
         "name": name,
         "file": weights_path.name,
         "sha256": file_sha256(weights_path),
-        "format": "torch.save({'config': asdict(PSLAConfig), 'state_dict': new modules}); load with PSLADetector.load_modules",
-        "model": "vidtag.models.psla.build_psla(load_nanodet(base), PSLAConfig(**config)) + load_modules",
+        "format": f"torch.save({{'config': asdict({Kind}Config), 'state_dict': new modules}}); load with {Detector}.load_modules",
+        "model": f"vidtag.models.{kind}.build_{kind}(load_nanodet(base), {Kind}Config(**config)) + load_modules",
         "base_weights": {"name": base.name, "file": base.file, "sha256": base.sha256},
-        "psla_config": asdict(config.psla),
+        f"{kind}_config": asdict(getattr(config, kind)),
         "classes": list(base.classes if base.classes else COCO_CLASSES),
         "input_size": base.input_size,
         "stride_multiple": 32,
@@ -422,7 +453,7 @@ def write_manifest(
         "licenses": list(base.licenses),
         "training": {
             "method": (f"GFL detection loss on the labels {Path(config.labels).name} (vidtag.train.supervised)" if config.labels
-                       else "label-free distillation from the frozen base NanoDet (vidtag.train.loop.train_psla)"),
+                       else f"label-free distillation from the frozen base NanoDet ({trainer})"),
             "data": [
                 {"file": Path(v).name, "frames": [start, stop], "sha256": file_sha256(v)}
                 for v, (start, stop) in zip(config.videos, config.frames)

@@ -114,6 +114,18 @@ def feature_distillation_loss(student: list[Tensor], teacher: list[Tensor]) -> T
     return torch.stack(terms).mean()
 
 
+def transformation_residual_loss(warped: list[Tensor], current: list[Tensor]) -> Tensor:
+    """IFF-Net's TRL without its lambda: ``mean smoothL1(warp(F_j) - F_i)`` over
+    positions and channels (beta 1), mean over pyramid levels.
+
+    Args:
+        warped (list[Tensor[N, C, h, w]]): neighbours warped onto the current frame, per level.
+        current (list[Tensor[1 or N, C, h, w]]): the current frame's features (targets, not differentiated).
+    """
+    terms = [F.smooth_l1_loss(w, c.detach().expand_as(w)) for w, c in zip(warped, current, strict=True)]
+    return torch.stack(terms).mean()
+
+
 def distillation_loss(
     student: NanoDetOutput,
     teacher: NanoDetOutput,

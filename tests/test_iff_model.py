@@ -1,0 +1,299 @@
+"""IFF-Net on NanoDet-g: modules, FGFA aggregation against a per-position reference,
+the ring buffer, the video detector against a whole-video reference, training."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.clips import make_clip
+from vidtag.models.build import DetectOptions
+from vidtag.models.iff import (
+    AdvancedIFF,
+    BasicIFF,
+    FeatureRing,
+    IFFConfig,
+    IFFVideoDetector,
+    build_iff,
+    flow_to_level,
+    window_indices,
+)
+from vidtag.models.nanodet import load_nanodet
+from vidtag.types import FrameChunk
+
+
+@pytest.fixture(scope="module")
+def nanodet():
+    return load_nanodet(channels_last=False)
+
+
+def _randomise(model, seed=0):
+    """Give the fresh modules (whose last flow conv is zero) random weights, so flows are not zero."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.trainable_modules().parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+def _frames(n, h=64, w=96, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (h, w + 4 * n, 3), dtype=np.uint8)
+    return np.stack([base[:, 4 * i : 4 * i + w] for i in range(n)])  # a panning scene
+
+
+def _chunks(frames, size):
+    return [FrameChunk(s, torch.from_numpy(frames[s : s + size]), np.arange(s, min(s + size, len(frames)), dtype=np.float64))
+            for s in range(0, len(frames), size)]
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="even"):
+        IFFConfig(window=5)
+    with pytest.raises(ValueError, match="module"):
+        IFFConfig(module="fancy")
+    assert IFFConfig().radius == 10 and IFFConfig(window=4).radius == 2
+
+
+def test_advanced_module_has_121_correlation_channels_and_starts_at_zero_flow():
+    module = AdvancedIFF(128, 64, 32, 10, 2)
+    assert module.corr_conv.in_channels == 121
+    a, b = module.encode(torch.randn(1, 128, 12, 16)), module.encode(torch.randn(3, 128, 12, 16))
+    assert module(a, b).shape == (3, 2, 12, 16) and module(a, b).abs().max() == 0
+    basic = BasicIFF(128, 64)
+    assert basic(basic.encode(torch.randn(1, 128, 5, 7)), basic.encode(torch.randn(2, 128, 5, 7))).abs().max() == 0
+
+
+def test_flow_to_level_rescales_values_with_the_grid():
+    flow = torch.zeros(1, 2, 4, 6)
+    flow[:, 0] = 1.0  # one cell right at stride 16
+    fine = flow_to_level(flow, (8, 12), 2.0)
+    coarse = flow_to_level(flow, (2, 3), 0.5)
+    assert fine.shape == (1, 2, 8, 12) and torch.allclose(fine[:, 0], torch.full((1, 8, 12), 2.0)) and fine[:, 1].abs().max() == 0
+    assert torch.allclose(coarse[:, 0], torch.full((1, 2, 3), 0.5))
+
+
+def test_window_zero_is_the_per_frame_detector(nanodet):
+    model = _randomise(build_iff(nanodet, IFFConfig(window=0)))
+    x = torch.randn(3, 3, 64, 96)
+    with torch.no_grad():
+        ff = model.frame_features(x)
+        out = model.predict(model.aggregate(ff.select([1]), ff.select([])).features)
+        ref = nanodet(x[1:2])
+    torch.testing.assert_close(out.cls_scores, ref.cls_scores)
+    torch.testing.assert_close(out.box_dists, ref.box_dists)
+
+
+def test_fresh_modules_on_a_still_scene_give_the_per_frame_detector(nanodet):
+    model = build_iff(nanodet)  # zero flow; every neighbour equals the current frame
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        ff = model.frame_features(x)
+        agg = model.aggregate(ff, ff.select([0, 0, 0, 0]))
+        out = model.predict(agg.features)
+    torch.testing.assert_close(out.cls_scores, nanodet(x).cls_scores, atol=1e-5, rtol=1e-5)
+    assert all(torch.allclose(w.sum(0), torch.ones_like(w[0])) for w in agg.weights)
+
+
+def _reference_aggregate(model, current, neighbours, flows):
+    """Per position and per frame: bilinear sample by hand, cosine, softmax, weighted sum."""
+    c = current.channels
+    out = []
+    for level, (mine, theirs) in enumerate(zip(current.levels, neighbours.levels)):
+        _, ch, h, w = theirs.shape
+        n = theirs.shape[0]
+        result = torch.zeros(1, c, h, w, dtype=torch.float64)
+        for y in range(h):
+            for x in range(w):
+                samples = []
+                for j in range(n):
+                    u, v = flows[level][j, 0, y, x].item(), flows[level][j, 1, y, x].item()
+                    sx, sy = x + u, y + v
+                    x0, y0 = math.floor(sx), math.floor(sy)
+                    value = torch.zeros(ch, dtype=torch.float64)
+                    for yy, wy in ((y0, 1 - (sy - y0)), (y0 + 1, sy - y0)):
+                        for xx, wx in ((x0, 1 - (sx - x0)), (x0 + 1, sx - x0)):
+                            if 0 <= yy < h and 0 <= xx < w:
+                                value += wy * wx * theirs[j, :, yy, xx].double()
+                    samples.append(value)
+                emb_i = mine[0, c:, y, x].double()
+                sims = [emb_i.dot(emb_i)] + [emb_i.dot(s[c:]) / s[c:].norm().clamp(min=1e-8) for s in samples]
+                weights = torch.stack(sims).softmax(0)
+                feats = [mine[0, :c, y, x].double()] + [s[:c] for s in samples]
+                result[0, :, y, x] = sum(wk * fk for wk, fk in zip(weights, feats))
+        out.append(result)
+    return out
+
+
+def test_aggregation_equals_a_per_position_reference(nanodet):
+    model = _randomise(build_iff(nanodet), seed=3)
+    model.iff.flow.bias.data = torch.tensor([0.7, -1.3])  # flows of a few cells, fractional
+    x = torch.randn(3, 3, 64, 96)
+    with torch.no_grad():
+        ff = model.frame_features(x)
+        current, neighbours = ff.select([1]), ff.select([0, 2, 2])  # a repeat counts twice
+        agg = model.aggregate(current, neighbours)
+    assert agg.flow.abs().max() > 0.5
+    ref = _reference_aggregate(model, current, neighbours, agg.flows)
+    for fast, slow in zip(agg.features, ref):
+        torch.testing.assert_close(fast.double(), slow, atol=1e-4, rtol=1e-4)
+
+
+def test_aggregation_gradients_reach_the_modules(nanodet):
+    model = _randomise(build_iff(nanodet), seed=1)
+    x = torch.randn(3, 3, 64, 96)
+    ff = model.frame_features(x)
+    agg = model.aggregate(ff.select([1]), ff.select([0, 2]))
+    model.predict(agg.features).cls_scores.sum().backward()
+    grads = {name: p.grad for name, p in model.trainable_modules().named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    assert grads["iff.flow.weight"].abs().sum() > 0 and grads["embeddings.0.layers.0.weight"].abs().sum() > 0
+    assert not any(p.requires_grad for p in model.detector.parameters())
+
+
+def test_window_indices_repeat_the_ends():
+    assert window_indices(0, 10, 2) == [0, 0, 1, 2]
+    assert window_indices(9, 10, 2) == [7, 8, 9, 9]
+    assert window_indices(5, 10, 2) == [3, 4, 6, 7]
+    assert window_indices(0, 1, 3) == [0] * 6
+
+
+def test_ring_keeps_only_its_capacity(nanodet):
+    model = build_iff(nanodet)
+    with torch.no_grad():
+        ff = model.frame_features(torch.randn(6, 3, 64, 96))
+    ring = FeatureRing(3)
+    for row in range(6):
+        ring.push(ff, row)
+    assert ring.storage.levels[0].shape[0] == 3 and ring.oldest == 3
+    torch.testing.assert_close(ring.gather([5, 3]).levels[1], ff.select([5, 3]).levels[1])
+    with pytest.raises(KeyError, match="not in the ring"):
+        ring.gather([2])
+    with pytest.raises(KeyError):
+        ring.gather([6])
+
+
+def _whole_video_reference(model, frames, imgsz):
+    """Every frame's features at once, then each frame aggregated over window_indices: no ring, no streaming."""
+    from vidtag.models.nanodet import postprocess
+    from vidtag.models.preprocess import letterbox
+
+    x, box = letterbox(torch.from_numpy(frames), imgsz)
+    with torch.no_grad():
+        ff = model.frame_features(x)
+        dets = []
+        for t in range(len(frames)):
+            agg = model.aggregate(ff.select([t]), ff.select(window_indices(t, len(frames), model.config.radius)))
+            dets += postprocess(model.predict(agg.features), box, conf_threshold=0.05, iou_threshold=0.6, max_det=100)
+    return dets
+
+
+@pytest.mark.parametrize("window,chunk", [(4, 3), (6, 8), (0, 5)])
+def test_video_detector_equals_the_whole_video_reference(nanodet, window, chunk):
+    model = _randomise(build_iff(nanodet, IFFConfig(window=window)), seed=2)
+    model.iff.flow.bias.data = torch.tensor([0.5, 0.25])
+    frames = _frames(11)
+    detector = IFFVideoDetector(model, ("x",) * 80, DetectOptions(conf=0.05, imgsz=96))
+    dets = list(detector.run(_chunks(frames, chunk)))
+    ref = _whole_video_reference(model, frames, 96)
+    assert len(dets) == len(ref) == 11
+    assert sum(len(d) for d in ref) > 0
+    for d, r in zip(dets, ref):
+        np.testing.assert_allclose(d.boxes, r.boxes, atol=1e-3)
+        np.testing.assert_allclose(d.scores, r.scores, atol=1e-5)
+    assert detector.ring.storage.levels[0].shape[0] == window + 1  # bounded by the window, not the 11 frames
+
+
+def test_short_video_shorter_than_the_window(nanodet):
+    model = build_iff(nanodet, IFFConfig(window=20))
+    detector = IFFVideoDetector(model, ("x",) * 80, DetectOptions(conf=0.05, imgsz=96))
+    assert len(list(detector.run(_chunks(_frames(3), 2)))) == 3
+    assert list(detector.run([])) == []
+
+
+def test_modules_round_trip_and_refuse_another_shape(nanodet, tmp_path):
+    model = _randomise(build_iff(nanodet, IFFConfig(module="basic")))
+    model.save_modules(tmp_path / "m.pt")
+    again = build_iff(nanodet, IFFConfig(module="basic"))
+    again.load_modules(tmp_path / "m.pt")
+    for k, v in again.trainable_modules().state_dict().items():
+        assert torch.equal(v, model.trainable_modules().state_dict()[k]), k
+    with pytest.raises(ValueError, match="module='basic'"):
+        build_iff(nanodet, IFFConfig(module="advanced")).load_modules(tmp_path / "m.pt")
+
+
+# --- training -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip_path(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("iff") / "clip.mp4", n_frames=30, width=64, height=48)
+
+
+def test_sample_window_clip_draws_distinct_neighbours_in_reach():
+    from vidtag.train.data import MAX_TRAIN_SEED
+    from vidtag.train.iff import sample_window_clip
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        clip = sample_window_clip(rng, [30, 5], radius=10, count=2)
+        n = 30 if clip.video == 0 else 5
+        assert len(set(clip.neighbours)) == len(clip.neighbours) == 2 and clip.current not in clip.neighbours
+        assert all(0 <= j < n and abs(j - clip.current) <= 10 for j in clip.neighbours)
+        assert clip.crop_seed < MAX_TRAIN_SEED and clip.degrade_seed < MAX_TRAIN_SEED
+    a = [sample_window_clip(np.random.default_rng(5), [30]) for _ in range(2)]
+    assert a[0] == a[1]
+
+
+def test_trl_is_zero_when_aligned_and_smooth_l1_otherwise():
+    from vidtag.train.losses import transformation_residual_loss
+
+    f = torch.randn(1, 4, 3, 5)
+    assert transformation_residual_loss([f.repeat(2, 1, 1, 1)], [f]) == 0
+    d = torch.tensor([0.5, 2.0]).reshape(1, 2, 1, 1)
+    value = transformation_residual_loss([d], [torch.zeros(1, 2, 1, 1)])
+    assert math.isclose(float(value), (0.5 * 0.5**2 + (2.0 - 0.5)) / 2, rel_tol=1e-6)
+
+
+def _tiny(clip_path, **overrides):
+    from vidtag.train.iff import IFFTrainConfig
+
+    values = dict(videos=(str(clip_path),), frames=((0, 24),), imgsz=64, steps=3, batch=1, seed=7, log_every=1, warmup_steps=1)
+    values.update(overrides)
+    return IFFTrainConfig(**values)
+
+
+def test_tiny_iff_run_trains_only_the_new_modules_and_is_seeded(nanodet, clip_path, tmp_path):
+    from vidtag.train.iff import train_iff
+    from vidtag.train.loop import write_manifest
+
+    before = {k: v.clone() for k, v in nanodet.state_dict().items()}
+    cfg = _tiny(clip_path, checkpoint=str(tmp_path / "iff.pt"))
+    logs = []
+    result = train_iff(cfg, on_log=logs.append, detector=nanodet)
+    assert result.steps == 3 and len(logs) == 3 and all(r["trl"] > 0 and math.isfinite(r["total"]) for r in result.history)
+    for k, v in nanodet.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert result.model.iff.flow.weight.abs().sum() > 0  # the zero-initialised flow conv moved
+    again = train_iff(cfg, detector=nanodet)
+    assert [r["total"] for r in again.history] == [r["total"] for r in result.history]
+    no_trl = train_iff(_tiny(clip_path, iff=IFFConfig(trl_weight=0.0)), detector=nanodet)
+    row = no_trl.history[0]
+    assert math.isclose(row["total"], row["cls"] + 0.25 * row["box"] + 0.5 * row["feature"], rel_tol=1e-5)
+    manifest = json.loads(write_manifest(result, cfg, tmp_path / "iff.pt", "iff-test", "pytest").read_text())
+    assert manifest["iff_config"]["module"] == "advanced" and manifest["training"]["steps"] == 3
+    assert "IFFDetector.load_modules" in manifest["format"]
+
+
+def test_labelled_iff_training_uses_the_detection_loss(nanodet, clip_path, tmp_path):
+    from tests.test_train import _cocovid
+    from vidtag.train.iff import train_iff
+
+    labels = _cocovid(tmp_path / "gt.json", "clip", 24, [(8, 6, 20, 30)])
+    result = train_iff(_tiny(clip_path, labels=str(labels)), detector=nanodet)
+    assert all(r["giou"] > 0 and r["feature"] == 0 and r["trl"] > 0 for r in result.history)

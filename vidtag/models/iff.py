@@ -1,0 +1,489 @@
+"""IFF-Net (Jin et al.): in-network feature flow and FGFA aggregation on NanoDet-g.
+
+The paper's parts, mapped onto NanoDet (see ``shared/papers/NOTES.md``):
+
+* ``N_m``: NanoDet-g's backbone and neck; ``F_t`` is the neck output, three
+  128-channel maps (strides 8, 16, 32).  Each frame runs it once; the video
+  detector keeps the results in a :class:`FeatureRing` of ``window + 1``
+  frames.
+* IFF module (:class:`BasicIFF`, :class:`AdvancedIFF`): the feature flow
+  ``M_{j->i}`` between the current frame i and a neighbour j, in cells of the
+  pyramid level ``flow_level`` (default 1, stride 16), resized and rescaled to
+  the other levels (``flow * 2**(flow_level - level)``).  The per-frame half
+  of the module (the shared 1x1 + 3x3 of the basic module, EB-1 of the
+  advanced one) runs once per frame and is cached with the features; the
+  per-pair half (concatenation or correlation, the convs that follow) runs
+  once per pair.
+* Warp: :func:`vidtag.ops.flow.warp` (bilinear, ``align_corners=True``; an
+  integer flow moves features by exactly that many cells).
+* Aggregation (FGFA): an embedding network per level (1x1, 3x3, 1x1);
+  weight of frame j at position p = softmax over the window (current frame
+  included) of the cosine similarity between the current frame's embedding
+  and frame j's warped embedding; the output is the weighted sum of the warped
+  features, fed to NanoDet's head.  Deviation: the embedding is computed once
+  per frame on its own feature, scaled to unit length and warped with it in
+  the same bilinear pass (FGFA embeds each warped feature): 20 embedding
+  passes per frame would cost more than the detector.  The cosine is then
+  taken with the warped embedding as it is (a blend of unit vectors).
+* Window (``window`` neighbours, default 20 = +-10): frames before the first
+  and after the last are the first and last frame repeated, and each repeat
+  counts in the softmax.  ``window = 0`` is the per-frame detector exactly.
+
+Widths, scaled from the paper's ResNet-101 (2048-channel res5) to NanoDet's
+128-channel neck: EB-1 / the basic module's convs 64 (paper 512), EB-2 and the
+correlation conv 32 (paper 128), embedding 32 / 32 / 64 (FGFA 512 / 512 /
+2048).  The last conv of the flow branch starts at zero: a fresh module
+predicts zero flow.
+
+Why flow at stride 16 and not per level: the correlation's reach (10 cells)
+is 160 input pixels there, 80 at stride 8 (less than a fast object moves in
+10 frames) and more than the whole map at stride 32; one flow for all levels
+costs one module pass per pair instead of three (``benchmarks/bench_iff_cost.py``
+prints both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vidtag.models.nanodet import NanoDet, NanoDetOutput
+from vidtag.ops.flow import correlation, warp
+from vidtag.types import Detections, FrameChunk
+
+MODULES = ("basic", "advanced")
+
+
+@dataclass(frozen=True)
+class IFFConfig:
+    """Shape and window of IFF-Net on NanoDet-g."""
+
+    module: str = "advanced"  # "basic" | "advanced" IFF module (paper sect. 3.2 / 3.3)
+    window: int = 20  # neighbours aggregated at test time (paper: 20, +-10); even
+    flow_level: int = 1  # pyramid level the flow is estimated at (stride 8 * 2**level); module doc
+    flow_channels: int = 64  # EB-1 / basic module width; paper 512
+    fusion_channels: int = 32  # EB-2, correlation conv and fused convs; paper 128
+    max_displacement: int = 10  # correlation reach in cells (paper 10)
+    correlation_stride: int = 2  # paper 2 -> 121 channels
+    embed_channels: tuple[int, int, int] = (32, 32, 64)  # FGFA embedding 1x1, 3x3, 1x1; FGFA 512, 512, 2048
+    trl_weight: float = 0.65  # lambda of the transformation residual loss (training only); 0 = no TRL
+
+    @classmethod
+    def from_saved(cls, saved: dict, **overrides) -> "IFFConfig":
+        """The config recorded in a modules file or manifest; ``overrides`` replace fields."""
+        known = {f.name for f in fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
+        values.update(overrides)
+        return cls(**values)
+
+    def __post_init__(self):
+        if self.module not in MODULES:
+            raise ValueError(f"IFF module must be one of {', '.join(MODULES)}, got {self.module!r}")
+        if self.window < 0 or self.window % 2:
+            raise ValueError(f"window must be an even number of neighbours >= 0 (+-window/2), got {self.window}")
+        if self.flow_level not in (0, 1, 2):
+            raise ValueError(f"flow_level must be 0, 1 or 2, got {self.flow_level}")
+        if self.trl_weight < 0:
+            raise ValueError(f"trl_weight must be >= 0, got {self.trl_weight}")
+
+    @property
+    def radius(self) -> int:
+        """Neighbours on each side: ``window // 2``."""
+        return self.window // 2
+
+
+def _conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size, 1, kernel_size // 2)
+
+
+def _zero_last(conv: nn.Conv2d) -> nn.Conv2d:
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.zero_()
+    return conv
+
+
+class EmbeddedBlock(nn.Module):
+    """EB-1 / EB-2 (paper Fig. 5): ``act(conv3x3(act(conv1x1(x))) + conv1x1'(x))``."""
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.reduce = _conv(in_channels, channels, 1)
+        self.conv = _conv(channels, channels, 3)
+        self.skip = _conv(in_channels, channels, 1)
+        self.act = nn.LeakyReLU(0.1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (Tensor[B, C_in, h, w]) -> Tensor[B, channels, h, w]."""
+        return self.act(self.conv(self.act(self.reduce(x))) + self.skip(x))
+
+
+class BasicIFF(nn.Module):
+    """Basic IFF module: shared 1x1 + 3x3 on each map, concatenation, 3x3 conv to 2.
+
+    ``encode`` is the per-frame half (cached); ``forward`` the per-pair half.
+    """
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.reduce = _conv(in_channels, channels, 1)
+        self.conv = _conv(channels, channels, 3)
+        self.flow = _zero_last(_conv(2 * channels, 2, 3))
+        self.act = nn.LeakyReLU(0.1)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """x (Tensor[B, C_in, h, w]) -> Tensor[B, channels, h, w]."""
+        return self.act(self.conv(self.act(self.reduce(x))))
+
+    def forward(self, current: Tensor, neighbours: Tensor) -> Tensor:
+        """current (Tensor[1, c, h, w]) and neighbours (Tensor[N, c, h, w]), both from
+        :meth:`encode` -> flow ``M_{j->i}`` (Tensor[N, 2, h, w], (dx, dy) in cells)."""
+        return self.flow(torch.cat((current.expand_as(neighbours), neighbours), dim=1))
+
+
+class AdvancedIFF(nn.Module):
+    """Advanced IFF module (paper Fig. 4): EB-1, correlation, EB-2, fusion.
+
+    ``encode`` (EB-1) is the per-frame half (cached).  Per current frame, EB-2
+    on its EB-1 output; per pair, correlation (``(2 D / s + 1)**2`` channels)
+    -> 3x3 conv, added to EB-2's output, -> 3x3 conv -> 3x3 conv to 2.
+    """
+
+    def __init__(self, in_channels: int, channels: int, fusion_channels: int, max_displacement: int, stride: int):
+        super().__init__()
+        self.max_displacement, self.stride = max_displacement, stride
+        num_displacements = (2 * max_displacement // stride + 1) ** 2
+        self.eb1 = EmbeddedBlock(in_channels, channels)
+        self.eb2 = EmbeddedBlock(channels, fusion_channels)
+        self.corr_conv = _conv(num_displacements, fusion_channels, 3)
+        self.fuse = _conv(fusion_channels, fusion_channels, 3)
+        self.flow = _zero_last(_conv(fusion_channels, 2, 3))
+        self.act = nn.LeakyReLU(0.1)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """x (Tensor[B, C_in, h, w]) -> EB-1 output Tensor[B, channels, h, w]."""
+        return self.eb1(x)
+
+    def forward(self, current: Tensor, neighbours: Tensor) -> Tensor:
+        """current (Tensor[1, c, h, w]) and neighbours (Tensor[N, c, h, w]), both EB-1
+        outputs -> flow ``M_{j->i}`` (Tensor[N, 2, h, w], (dx, dy) in cells)."""
+        corr = correlation(current.expand_as(neighbours), neighbours, self.max_displacement, self.stride)
+        fused = self.act(self.corr_conv(corr)) + self.eb2(current)
+        return self.flow(self.act(self.fuse(fused)))
+
+
+class EmbeddingNet(nn.Module):
+    """FGFA's embedding network: 1x1 -> 3x3 -> 1x1 (ReLU between)."""
+
+    def __init__(self, in_channels: int, channels: tuple[int, int, int]):
+        super().__init__()
+        a, b, c = channels
+        self.layers = nn.Sequential(_conv(in_channels, a, 1), nn.ReLU(), _conv(a, b, 3), nn.ReLU(), _conv(b, c, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+@dataclass(frozen=True)
+class FrameFeatures:
+    """What one run of ``N_m`` and the per-frame modules gives for B frames.
+
+    Attributes:
+        levels (list[Tensor[B, C + E, h, w]]): per pyramid level (strides 8, 16,
+            32) the neck output (channels ``:C``) and the unit-length embedding
+            (channels ``C:``) in one map, so that one warp moves both.
+        encoded (Tensor[B, c, h, w]): the IFF module's per-frame half at ``flow_level``.
+        channels (int): C, the neck's channels.
+    """
+
+    levels: list[Tensor]
+    encoded: Tensor
+    channels: int
+
+    def __len__(self) -> int:
+        return self.encoded.shape[0]
+
+    @property
+    def features(self) -> list[Tensor]:
+        """Neck output per level, Tensor[B, C, h, w] (views)."""
+        return [x[:, : self.channels] for x in self.levels]
+
+    @property
+    def embeds(self) -> list[Tensor]:
+        """Unit-length embeddings per level, Tensor[B, E, h, w] (views)."""
+        return [x[:, self.channels :] for x in self.levels]
+
+    def select(self, rows) -> "FrameFeatures":
+        """The frames ``rows`` (a list or LongTensor of batch rows, repeats allowed)."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.encoded.device)
+        return FrameFeatures([x[rows] for x in self.levels], self.encoded[rows], self.channels)
+
+
+@dataclass(frozen=True)
+class Aggregated:
+    """:meth:`IFFDetector.aggregate` for one current frame and N neighbours.
+
+    Attributes:
+        features (list[Tensor[1, 128, h, w]]): the aggregated feature per level.
+        flow (Tensor[N, 2, h, w]): ``M_{j->i}`` at ``flow_level``, in its cells.
+        flows (list[Tensor[N, 2, h, w]]): the flow at each level, in that level's cells.
+        weights (list[Tensor[N + 1, 1, h, w]]): aggregation weights per level
+            (row 0: the current frame, then the neighbours), summing to 1.
+    """
+
+    features: list[Tensor]
+    flow: Tensor
+    flows: list[Tensor]
+    weights: list[Tensor]
+
+
+def flow_to_level(flow: Tensor, shape: tuple[int, int], scale: float) -> Tensor:
+    """flow (Tensor[N, 2, h, w], cells of its level) -> Tensor[N, 2, *shape] in cells of a
+    level ``scale`` times finer (bilinear resize, values times ``scale``)."""
+    if tuple(flow.shape[-2:]) == tuple(shape):
+        return flow * scale if scale != 1 else flow
+    return F.interpolate(flow, size=shape, mode="bilinear", align_corners=False) * scale
+
+
+class IFFDetector(nn.Module):
+    """NanoDet-g with an IFF module and FGFA aggregation; stateless.
+
+    The NanoDet is frozen (``requires_grad_(False)``); the IFF module and the
+    embedding networks train.  Inputs are normalised frames from
+    ``preprocess.letterbox``.
+    """
+
+    def __init__(self, detector: NanoDet, iff: nn.Module, embeddings: nn.ModuleList, config: IFFConfig):
+        super().__init__()
+        self.detector = detector.requires_grad_(False)
+        self.iff = iff
+        self.embeddings = embeddings
+        self.config = config
+
+    def set_window(self, window: int) -> None:
+        """Aggregate ``window`` neighbours from now on (the modules do not depend on it)."""
+        self.config = IFFConfig.from_saved(asdict(self.config), window=window)
+
+    def neck_features(self, x: Tensor) -> list[Tensor]:
+        """``N_m``: x (Tensor[B, 3, H, W]) -> neck output per level, Tensor[B, 128, H/s, W/s]."""
+        if x.shape[-1] % 32 or x.shape[-2] % 32:
+            raise ValueError(f"input H and W must be multiples of 32, got {tuple(x.shape[-2:])}")
+        if self.detector.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.detector.neck(self.detector.backbone(x))
+
+    def frame_features(self, x: Tensor, features: list[Tensor] | None = None) -> FrameFeatures:
+        """Everything a frame contributes to any window: x (Tensor[B, 3, H, W]) ->
+        :class:`FrameFeatures`; ``features``: its neck output if already computed."""
+        features = self.neck_features(x) if features is None else features
+        levels = [torch.cat((f, F.normalize(net(f), dim=1)), dim=1) for net, f in zip(self.embeddings, features)]
+        return FrameFeatures(levels, self.iff.encode(features[self.config.flow_level]), features[0].shape[1])
+
+    def aggregate(self, current: FrameFeatures, neighbours: FrameFeatures) -> Aggregated:
+        """Warp N neighbours onto the current frame and take the FGFA weighted sum.
+
+        Args:
+            current: one frame (batch 1).
+            neighbours: N frames (repeats allowed: each counts in the softmax);
+                N = 0 returns the current frame's features.
+        """
+        if len(current) != 1:
+            raise ValueError(f"aggregate takes one current frame, got {len(current)}")
+        n, c = len(neighbours), current.channels
+        if n == 0:
+            ones = [torch.ones_like(f[:, :1]) for f in current.levels]
+            empty = current.encoded.new_zeros((0, 2, *current.encoded.shape[-2:]))
+            return Aggregated(current.features, empty, [], ones)
+        flow = self.iff(current.encoded, neighbours.encoded)
+        fine = self.config.flow_level
+        out, flows, weights = [], [], []
+        for level, (mine, theirs) in enumerate(zip(current.levels, neighbours.levels)):
+            level_flow = flow_to_level(flow, theirs.shape[-2:], 2.0 ** (fine - level))
+            warped = warp(theirs, level_flow)  # [N, C + E, h, w]: features and embeddings moved together
+            emb_i = mine[:, c:]
+            # cosine: the embeddings are unit vectors, a warped one is a blend of unit vectors
+            dots = torch.linalg.vecdot(warped[:, c:], emb_i, dim=1)
+            sims = dots / torch.linalg.vector_norm(warped[:, c:], dim=1).clamp(min=1e-8)
+            self_sim = torch.linalg.vector_norm(emb_i, dim=1).square()  # 1 (0 where the embedding is 0)
+            w = torch.cat((self_sim, sims)).softmax(dim=0).unsqueeze(1)  # [N + 1, 1, h, w]
+            out.append(w[:1] * mine[:, :c] + (w[1:] * warped[:, :c]).sum(dim=0, keepdim=True))
+            flows.append(level_flow)
+            weights.append(w)
+        return Aggregated(out, flow, flows, weights)
+
+    def predict(self, features: list[Tensor]) -> NanoDetOutput:
+        """NanoDet's head on (aggregated) neck features."""
+        return self.detector.head(features)
+
+    def head_features(self, features: list[Tensor]) -> list[Tensor]:
+        """Each head level's 3x3-conv output on ``features`` (the distillation feature)."""
+        return [level.conv(f) for level, f in zip(self.detector.head.levels, features)]
+
+    # --- the trainable part -------------------------------------------------
+
+    def trainable_modules(self) -> nn.ModuleDict:
+        return nn.ModuleDict({"iff": self.iff, "embeddings": self.embeddings})
+
+    def save_modules(self, path: str | Path) -> None:
+        """Save the IFF module and embeddings with the config (not the NanoDet)."""
+        state = {k: v.detach().cpu() for k, v in self.trainable_modules().state_dict().items()}
+        torch.save({"config": asdict(self.config), "state_dict": state}, Path(path))
+
+    def load_modules(self, path: str | Path) -> None:
+        """Load what :meth:`save_modules` wrote.
+
+        Raises:
+            ValueError: the file was saved for another module shape.
+        """
+        saved = torch.load(Path(path), map_location="cpu", weights_only=True)
+        theirs, mine = IFFConfig.from_saved(saved["config"]), self.config
+        shape_fields = ("module", "flow_level", "flow_channels", "fusion_channels", "max_displacement",
+                        "correlation_stride", "embed_channels")  # fmt: skip
+        diff = [f"{f}={getattr(theirs, f)!r}" for f in shape_fields if getattr(theirs, f) != getattr(mine, f)]
+        if diff:
+            raise ValueError(f"{path}: saved for another IFFConfig ({', '.join(diff)})")
+        self.trainable_modules().load_state_dict(saved["state_dict"])
+
+
+def build_iff(detector: NanoDet, config: IFFConfig | None = None) -> IFFDetector:
+    """Assemble an IFFDetector with fresh modules around ``detector`` (its device and memory format)."""
+    config = config or IFFConfig()
+    channels = detector.config.neck_channels
+    if config.module == "basic":
+        iff: nn.Module = BasicIFF(channels, config.flow_channels)
+    else:
+        iff = AdvancedIFF(channels, config.flow_channels, config.fusion_channels, config.max_displacement, config.correlation_stride)
+    embeddings = nn.ModuleList(EmbeddingNet(channels, config.embed_channels) for _ in detector.config.strides)
+    model = IFFDetector(detector, iff, embeddings, config)
+    param = next(detector.parameters())
+    fmt = torch.channels_last if detector.channels_last else torch.contiguous_format
+    model.trainable_modules().to(device=param.device, memory_format=fmt)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------
+# Video detector: a ring buffer of per-frame features
+# ---------------------------------------------------------------------------
+
+
+def window_indices(t: int, num_frames: int, radius: int) -> list[int]:
+    """The neighbours of frame t: ``t-radius .. t+radius`` without t, clamped to
+    ``[0, num_frames - 1]`` (the first / last frame repeated at the ends)."""
+    return [min(max(j, 0), num_frames - 1) for j in range(t - radius, t + radius + 1) if j != t]
+
+
+class FeatureRing:
+    """Per-frame features of the last ``capacity`` frames of a video, by frame index.
+
+    Storage is allocated once (``capacity`` slots, frame n in slot ``n %
+    capacity``): pushing frame n overwrites frame ``n - capacity``; asking for
+    an overwritten or future frame raises.
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"ring capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.storage: FrameFeatures | None = None
+        self.next_index = 0
+
+    @property
+    def oldest(self) -> int:
+        return max(0, self.next_index - self.capacity)
+
+    def push(self, item: FrameFeatures, row: int = 0) -> int:
+        """Store frame ``row`` of ``item`` as the next frame; returns its index."""
+        if self.storage is None:
+            self.storage = FrameFeatures(
+                [x.new_empty((self.capacity, *x.shape[1:])) for x in item.levels],
+                item.encoded.new_empty((self.capacity, *item.encoded.shape[1:])),
+                item.channels,
+            )
+        index, slot = self.next_index, self.next_index % self.capacity
+        for store, x in zip(self.storage.levels, item.levels):
+            store[slot] = x[row]
+        self.storage.encoded[slot] = item.encoded[row]
+        self.next_index += 1
+        return index
+
+    def gather(self, indices: list[int]) -> FrameFeatures:
+        """The frames ``indices`` (repeats allowed) as one batch."""
+        bad = sorted({i for i in indices if not self.oldest <= i < self.next_index})
+        if bad:
+            raise KeyError(f"frames {bad} not in the ring (holds {self.oldest}..{self.next_index - 1})")
+        return self.storage.select([i % self.capacity for i in indices])
+
+
+class IFFVideoDetector:
+    """Video detector with the interface of ``build.FrameDetector``.
+
+    Each chunk runs ``N_m`` and the per-frame modules as one batch; each frame's
+    features then enter a :class:`FeatureRing` of ``window + 1`` frames.  Frame t
+    is detected once frame ``t + window/2`` has arrived (or the video ended),
+    from the ring alone: memory is bounded by the window and the chunk, not the
+    video's length.
+
+    Args:
+        model (IFFDetector): in eval mode on ``device``.
+        classes: class names (index = label).
+        options (build.DetectOptions): thresholds and input size.
+        device: where the network runs.
+    """
+
+    method = "iff"
+
+    def __init__(self, model: IFFDetector, classes: tuple[str, ...], options, device: torch.device | str = "cpu"):
+        self.model = model
+        self.classes = classes
+        self.options = options
+        self.device = torch.device(device)
+        self.ring = FeatureRing(model.config.window + 1)
+
+    @torch.inference_mode()
+    def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
+        """Yield one Detections per frame of ``chunks`` (one video), in order."""
+        from vidtag.models.preprocess import letterbox
+
+        radius = self.model.config.radius
+        self.ring = ring = FeatureRing(2 * radius + 1)
+        box, shape, emitted = None, None, 0
+        for chunk in chunks:
+            frames = torch.as_tensor(chunk.frames).to(self.device, non_blocking=True)
+            if shape is None:
+                shape = tuple(frames.shape[1:])
+            elif tuple(frames.shape[1:]) != shape:
+                raise ValueError(f"frame size changed within a video: {shape} -> {tuple(frames.shape[1:])}")
+            x, box = letterbox(frames, self.options.imgsz)
+            batch = self.model.frame_features(x)
+            for row in range(len(batch)):
+                newest = ring.push(batch, row)  # copied into the ring's storage
+                if newest - radius >= 0:  # frame newest - radius has all its neighbours now
+                    yield self._detect(emitted, None, box)
+                    emitted += 1
+            del batch
+        total = ring.next_index
+        while emitted < total:  # the last frames: the window runs past the end
+            yield self._detect(emitted, total, box)
+            emitted += 1
+
+    def _detect(self, t: int, num_frames: int | None, box) -> Detections:
+        from vidtag.models.nanodet import postprocess
+
+        radius = self.model.config.radius
+        last = self.ring.next_index - 1 if num_frames is None else num_frames - 1
+        neighbours = window_indices(t, last + 1, radius)
+        agg = self.model.aggregate(self.ring.gather([t]), self.ring.gather(neighbours))
+        output = self.model.predict(agg.features)
+        return postprocess(
+            output,
+            box,
+            conf_threshold=self.options.conf,
+            iou_threshold=self.options.iou,
+            max_det=self.options.max_det,
+            classes=self.options.classes,
+        )[0]

@@ -1,0 +1,207 @@
+"""Label-free training of the IFF-Net modules: distillation from the frozen NanoDet-g, plus TRL.
+
+Per step, ``batch`` samples from :func:`sample_window_clip`: a current frame
+t and two random neighbours from ``[t - 10, t + 10]`` (paper sect. 4.1:
+"two frames are sampled randomly"), one camera-motion crop over the span and
+a burst degradation schedule as for PSLA (:func:`vidtag.train.data.make_clip_pair`,
+seeds below 1000).  For each sample:
+
+1. teacher: NanoDet-g on the *clean* frames: the current frame's head output
+   and head features (the distillation targets) and every frame's neck features;
+2. student, on the *degraded* frames: per-frame features, the IFF flow of each
+   neighbour, FGFA aggregation, NanoDet's head;
+3. loss: :func:`vidtag.train.losses.distillation_loss` on the current frame,
+   plus ``trl_weight`` (lambda, 0.65) times the TRL
+   (:func:`vidtag.train.losses.transformation_residual_loss`): each clean
+   neighbour warped with the student's flow against the clean current frame.
+   The clean features, not the degraded ones, measure the alignment: a
+   degradation of one frame is not a misalignment.
+
+With ``labels`` the distillation terms give way to NanoDet's detection loss
+on the current frame's boxes (TRL stays).  The optimisation loop is
+:func:`vidtag.train.loop.run_schedule` (Adam, warm-up + cosine, clipping,
+checkpoints, progress); everything random comes from ``seed``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vidtag.models.iff import IFFConfig, IFFDetector, build_iff
+from vidtag.models.nanodet import NanoDet
+from vidtag.train.data import MAX_TRAIN_SEED, VideoFrames, make_clip_pair
+from vidtag.train.loop import TrainResult, crop_targets, load_videos, run_schedule, to_input
+from vidtag.train.losses import LossWeights, distillation_loss, transformation_residual_loss
+
+
+@dataclass(frozen=True)
+class WindowClip:
+    """One IFF training sample (frame indices relative to the video's loaded range).
+
+    Attributes:
+        video (int): index into the list of :class:`VideoFrames`.
+        current (int): the frame detected.
+        neighbours (tuple[int, ...]): frames warped onto it (distinct, != current).
+        crop_seed, degrade_seed (int): seeds below ``MAX_TRAIN_SEED``.
+    """
+
+    video: int
+    current: int
+    neighbours: tuple[int, ...]
+    crop_seed: int
+    degrade_seed: int
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        """The clip's frames in time order (what :func:`make_clip_pair` returns)."""
+        return tuple(sorted({self.current, *self.neighbours}))
+
+
+def sample_window_clip(rng: np.random.Generator, lengths: list[int], radius: int = 10, count: int = 2) -> WindowClip:
+    """Draw a current frame (videos in proportion to their length) and ``count``
+    distinct neighbours uniformly from ``[t - radius, t + radius] \\ {t}`` inside the video."""
+    if not lengths or min(lengths) < 2:
+        raise ValueError(f"every video needs at least 2 training frames, got {lengths}")
+    p = np.asarray(lengths, np.float64)
+    video = int(rng.choice(len(lengths), p=p / p.sum()))
+    n = lengths[video]
+    t = int(rng.integers(0, n))
+    options = [j for j in range(t - radius, t + radius + 1) if j != t and 0 <= j < n]
+    picked = rng.choice(len(options), size=min(count, len(options)), replace=False)
+    crop_seed, degrade_seed = (int(s) for s in rng.integers(0, MAX_TRAIN_SEED, size=2))
+    return WindowClip(video, t, tuple(sorted(options[int(k)] for k in picked)), crop_seed, degrade_seed)
+
+
+@dataclass(frozen=True)
+class IFFTrainConfig:
+    """What to train on and how (the schedule fields mean what they mean in ``loop.TrainConfig``)."""
+
+    videos: tuple[str, ...]
+    frames: tuple[tuple[int, int], ...]  # per video (start, stop), half-open
+    imgsz: int = 416
+    steps: int = 1500
+    batch: int = 2
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 5.0
+    seed: int = 0
+    iff: IFFConfig = IFFConfig()
+    loss: LossWeights = LossWeights()
+    degrade_fraction: float = 0.5
+    camera_motion: bool = True
+    radius: int = 10  # neighbours drawn from [t - radius, t + radius] (paper 10)
+    neighbours: int = 2  # per sample (paper 2)
+    base_weights: str = "nanodet-g-coco"
+    threads: int | None = None
+    log_every: int = 10
+    checkpoint: str | None = None
+    checkpoint_every: int = 0
+    time_limit_s: float | None = None
+    labels: str | None = None
+
+    def __post_init__(self):
+        if len(self.videos) != len(self.frames) or not self.videos:
+            raise ValueError(f"need one (start, stop) range per video, got {len(self.videos)} videos and {len(self.frames)} ranges")
+        for start, stop in self.frames:
+            if not 0 <= start < stop:
+                raise ValueError(f"bad frame range ({start}, {stop})")
+        if self.steps < 1 or self.batch < 1 or self.radius < 1 or self.neighbours < 1:
+            raise ValueError("steps, batch, radius and neighbours must be >= 1")
+
+
+def window_clip_loss(model: IFFDetector, clip: WindowClip, videos: list[VideoFrames], config: IFFTrainConfig, targets: dict | None = None) -> dict[str, Tensor]:
+    """All loss terms of one sample (see the module doc); ``targets``: frame -> labelled boxes of this video."""
+    if targets is None:
+        clean, degraded = make_clip_pair(clip, videos, config.degrade_fraction, config.camera_motion)
+        affines = None
+    else:
+        clean, degraded, affines = make_clip_pair(clip, videos, config.degrade_fraction, config.camera_motion, return_affines=True)
+    x_clean, x_deg = to_input(clean, config.imgsz), to_input(degraded, config.imgsz)
+    row = clip.indices.index(clip.current)
+    others = [k for k in range(len(clip.indices)) if k != row]
+    with torch.no_grad():
+        clean_feats = model.neck_features(x_clean)
+    student = model.frame_features(x_deg)
+    agg = model.aggregate(student.select([row]), student.select(others))
+    head_feats = model.head_features(agg.features)
+    output = model.detector.head.predict(head_feats)
+    if targets is None:
+        with torch.no_grad():
+            teacher_feats = model.head_features([f[row : row + 1] for f in clean_feats])
+            teacher = model.detector.head.predict(teacher_feats)
+        parts = distillation_loss(output, teacher, head_feats, teacher_feats, config.loss)
+    else:
+        from vidtag.train.supervised import detection_loss
+
+        h, w = degraded.shape[1:3]
+        parts = detection_loss(output, [crop_targets(targets.get(clip.current), affines[row], w, h, config.imgsz)])
+    from vidtag.ops.flow import warp
+
+    warped = [warp(f[others], flow) for f, flow in zip(clean_feats, agg.flows)]
+    parts["trl"] = transformation_residual_loss(warped, [f[row : row + 1] for f in clean_feats])
+    parts["total"] = parts["total"] + config.iff.trl_weight * parts["trl"]
+    return parts
+
+
+def build_iff_student(config: IFFTrainConfig, detector: NanoDet | None = None) -> IFFDetector:
+    """NanoDet-g (frozen, eval) + fresh IFF modules from ``torch.manual_seed(config.seed)``."""
+    from vidtag.models.nanodet import load_nanodet
+
+    torch.manual_seed(config.seed)
+    detector = detector if detector is not None else load_nanodet(config.base_weights)
+    return build_iff(detector, config.iff)
+
+
+def train_iff(
+    config: IFFTrainConfig,
+    on_log: Callable[[dict], None] | None = None,
+    detector: NanoDet | None = None,
+    videos: list[VideoFrames] | None = None,
+) -> TrainResult:
+    """Train the IFF module and the embedding networks (see the module doc).
+
+    Arguments and result as :func:`vidtag.train.loop.train_psla` (``result.model``
+    is the :class:`IFFDetector`); the log dict has a ``trl`` part.
+
+    Raises:
+        ValueError: the labels do not fit the videos.
+    """
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    t0 = time.perf_counter()
+    videos = videos if videos is not None else load_videos(config)
+    load_s = time.perf_counter() - t0
+    model = build_iff_student(config, detector)
+    model.detector.eval().requires_grad_(False)
+    targets = None
+    if config.labels is not None:
+        from vidtag.models.nanodet import COCO_CLASSES
+        from vidtag.train.supervised import load_targets
+
+        targets = load_targets(config.labels, videos, COCO_CLASSES[: model.detector.config.num_classes])
+        if not any(targets):
+            raise ValueError(f"{config.labels}: no labelled frame inside the training ranges")
+    lengths = [len(v.frames) for v in videos]
+
+    def sample_loss(rng: np.random.Generator) -> dict[str, Tensor]:
+        clip = sample_window_clip(rng, lengths, config.radius, config.neighbours)
+        if targets is None:
+            return window_clip_loss(model, clip, videos, config)
+        while clip.current not in targets[clip.video]:
+            clip = sample_window_clip(rng, lengths, config.radius, config.neighbours)
+        return window_clip_loss(model, clip, videos, config, targets[clip.video])
+
+    result = TrainResult(model, load_s=load_s)
+    run_schedule(model, config, sample_loss, result, on_log)
+    model.eval()
+    if config.checkpoint:
+        model.save_modules(config.checkpoint)
+    return result
