@@ -297,3 +297,34 @@ def test_labelled_iff_training_uses_the_detection_loss(nanodet, clip_path, tmp_p
     labels = _cocovid(tmp_path / "gt.json", "clip", 24, [(8, 6, 20, 30)])
     result = train_iff(_tiny(clip_path, labels=str(labels)), detector=nanodet)
     assert all(r["giou"] > 0 and r["feature"] == 0 and r["trl"] > 0 for r in result.history)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(nanodet):
+    cpu_model = _randomise(build_iff(nanodet, IFFConfig(window=4)), seed=4)
+    cpu_model.iff.flow.bias.data = torch.tensor([0.5, -0.25])
+    gpu_model = build_iff(load_nanodet(device="cuda"), IFFConfig(window=4))
+    gpu_model.trainable_modules().load_state_dict(cpu_model.trainable_modules().state_dict())
+    frames = _frames(7)
+    options = DetectOptions(conf=0.05, imgsz=96)
+    cpu = list(IFFVideoDetector(cpu_model, ("x",) * 80, options).run(_chunks(frames, 4)))
+    gpu = list(IFFVideoDetector(gpu_model, ("x",) * 80, options, "cuda").run(_chunks(frames, 4)))
+    for a, b in zip(cpu, gpu):
+        keep = a.scores > 0.1  # near-threshold boxes may flip between devices
+        for box, score, label in zip(a.boxes[keep], a.scores[keep], a.labels[keep]):
+            same = (b.labels == label) & (np.abs(b.boxes - box).max(axis=1) < 0.5)
+            assert same.any() and np.abs(b.scores[same] - score).min() < 1e-3
+
+
+def test_shipped_modules_load_and_run(tmp_path):
+    from vidtag.api import Runner, Settings
+
+    video = make_clip(tmp_path / "v.mp4", n_frames=9, width=96, height=64)
+    for module in ("advanced", "basic"):
+        runner = Runner(Settings(method="iff", iff_module=module, window=4, imgsz=96, device="cpu", link="none"))
+        assert runner.detector.model.config.module == module and runner.detector.model.config.window == 4
+        result = runner.detect(video)
+        assert len(result.detections) == 9
+    with pytest.raises(ValueError, match="even"):
+        Runner(Settings(method="iff", window=3, imgsz=96, device="cpu"))
