@@ -111,3 +111,12 @@ def test_usage_errors_exit_2(tmp_path):
     assert run("detect", video, "--classes", "person,unicorn").exit_code == 2
     assert run("detect", video, "--format", "gif").exit_code == 2
     assert run("detect", video, "--device", "tpu").exit_code == 2
+
+
+def test_brackets_in_a_name_are_shown_as_they_are(tmp_path):
+    """Rich markup must not eat ``[x]`` from a path or an error (it did: ``[ray]`` vanished)."""
+    bad = tmp_path / "bad[x].mp4"
+    bad.write_text("not a video")
+    result = run("detect", bad, "-o", tmp_path / "out", *FAST)
+    assert result.exit_code == 1
+    assert f"failed: {bad}: not a video" in result.stderr, result.stderr

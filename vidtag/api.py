@@ -11,11 +11,11 @@ the run manifest.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-from vidtag.batch import BatchSummary, EventFn, VideoTask, find_videos, run_batch
+from vidtag.batch import BatchSummary, EventFn, VideoTask, find_videos, process_video, run_batch, run_batch_parallel
 from vidtag.pipeline import ProgressFn, VideoDetections, detect_video, write_outputs
 
 log = logging.getLogger(__name__)
@@ -168,37 +168,42 @@ def detect(
     return Runner(settings).detect(path)
 
 
-def annotate(
-    sources: Sequence[str | Path],
-    output: str | Path = "vidtag-out",
-    formats: Sequence[str] = ("coco", "mot", "mot-json", "csv", "mp4"),
-    settings: Settings = Settings(),
-    *,
-    recursive: bool = False,
-    overwrite: bool = False,
-    runner: Runner | None = None,
-    on_event: EventFn | None = None,
-    on_progress: ProgressFn | None = None,
-) -> BatchSummary:
-    """Detect, link and write every format for many videos (what ``vidtag detect`` does)."""
-    from vidtag.formats import FORMATS
+@dataclass(frozen=True)
+class VideoJob:
+    """What a batch does to each of its videos: detect, link, write every format.
 
-    bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        raise ValueError(f"unknown format(s) {', '.join(bad)}: choose from {', '.join(FORMATS)}")
-    formats = tuple(dict.fromkeys(formats))
-    tasks = find_videos(sources, recursive=recursive)
-    runner = runner or Runner(settings)
-    run_info = runner.run_info()
-    options = dict(run_info["options"], formats=sorted(formats))
+    The same code runs for every video whether the batch runs in this
+    process, in local worker processes or as Ray tasks; the job is picklable
+    (settings, formats, folder, run info) so a worker can be handed one.
 
-    keep_frames = "mp4" in formats
+    Attributes:
+        settings: the run's settings.
+        formats: output formats, each once.
+        output: the output folder.
+        run_info: the driver's :meth:`Runner.run_info` (written into COCO
+            ``info``); a worker whose weights give another refuses to run.
+        make_runner: builds a worker's runner from the settings (must be
+            picklable); None: ``Runner(settings)``.
+    """
 
-    def detect(task: VideoTask) -> VideoDetections:
-        return runner.detect(task.path, on_progress=on_progress, keep_frames=keep_frames)
+    settings: Settings
+    formats: tuple[str, ...]
+    output: Path
+    run_info: dict
+    make_runner: Callable[[Settings], "Runner"] | None = None
 
-    def write(task: VideoTask, result: VideoDetections) -> dict:
-        written = write_outputs(result, formats, output, task.stem, run_info, batch=settings.batch)
+    @property
+    def options(self) -> dict:
+        """The options that define the outputs (the manifest's skip check)."""
+        return dict(self.run_info["options"], formats=sorted(self.formats))
+
+    def detect(self, runner: Runner, task: VideoTask, on_progress: ProgressFn | None = None) -> VideoDetections:
+        """Detect and link one video (keeping short videos' frames when the annotated MP4 is wanted)."""
+        return runner.detect(task.path, on_progress=on_progress, keep_frames="mp4" in self.formats)
+
+    def write(self, task: VideoTask, result: VideoDetections) -> dict:
+        """Write every format; the manifest fields of the video."""
+        written = write_outputs(result, self.formats, self.output, task.stem, self.run_info, batch=self.settings.batch)
         seconds = result.seconds + written.seconds
         return {
             "outputs": {fmt: {"file": p.name, "bytes": p.stat().st_size} for fmt, p in written.paths.items()},
@@ -210,4 +215,104 @@ def annotate(
             "detect_fps": round(result.fps, 2),
         }
 
-    return run_batch(tasks, output, detect, write, options, overwrite=overwrite, on_event=on_event)
+    def process(self, task: VideoTask, record: dict, catch=Exception) -> dict:
+        """Run one video in a worker: :func:`vidtag.batch.process_video` with
+        this process's runner (built once, then reused for the next videos)."""
+        return process_video(task, record, lambda t: self.detect(self.worker_runner(), t), self.write, catch=catch)
+
+    def worker_runner(self) -> Runner:
+        """This process's runner for the job, built on first use.
+
+        Raises:
+            WeightsError: the runner's weights or options differ from the
+                driver's (another vidtag or other weights on this node).
+        """
+        key = (self.settings, self.make_runner)
+        cached = _WORKER_RUNNER.get(key)
+        if cached is None:
+            _WORKER_RUNNER.clear()  # one runner per worker process: memory stays bounded
+            cached = _WORKER_RUNNER[key] = (self.make_runner or Runner)(self.settings)
+        info = cached.run_info()
+        if info != self.run_info:
+            import socket
+
+            from vidtag.errors import WeightsError
+
+            raise WeightsError(f"{socket.gethostname()}: vidtag {info['version']} with weights {info['weights_sha256'][:12]} "
+                               f"here, but the batch was started with vidtag {self.run_info['version']} and weights "
+                               f"{self.run_info['weights_sha256'][:12]}: install the same vidtag on every node")
+        return cached
+
+
+_WORKER_RUNNER: dict = {}
+"""The runner of the job a worker process last ran (see VideoJob.worker_runner)."""
+
+
+def driver_runner(settings: Settings) -> Runner:
+    """The runner a parallel batch's driver builds, on the CPU.
+
+    It checks the settings and gives the run info; the workers do the work
+    on ``settings.device``, which need not exist where the driver runs.
+    """
+    import re
+
+    if settings.device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", settings.device):
+        raise ValueError(f"unsupported device {settings.device!r}: use auto, cpu, cuda or cuda:N")
+    return Runner(replace(settings, device="cpu"))
+
+
+def annotate(
+    sources: Sequence[str | Path],
+    output: str | Path = "vidtag-out",
+    formats: Sequence[str] = ("coco", "mot", "mot-json", "csv", "mp4"),
+    settings: Settings = Settings(),
+    *,
+    recursive: bool = False,
+    overwrite: bool = False,
+    runner: Runner | None = None,
+    on_event: EventFn | None = None,
+    on_progress: ProgressFn | None = None,
+    workers: int = 1,
+    ray: str | None = None,
+    make_runner: Callable[[Settings], Runner] | None = None,
+) -> BatchSummary:
+    """Detect, link and write every format for many videos (what ``vidtag detect`` does).
+
+    By default the videos run one after the other in this process (with
+    ``runner``, or one built from ``settings``).  ``workers=N`` runs them in
+    N local worker processes; ``ray=ADDRESS`` as one task per video on a Ray
+    cluster (``""``: find or start one, as ``ray.init()``; ``"auto"``,
+    ``"HOST:PORT"``, ``"ray://HOST:10001"``, ``"local"``: see
+    :func:`vidtag.cluster.connect`).  Parallel runs give the same outputs and
+    manifest as a sequential one; each worker builds its runner with
+    ``make_runner(settings)`` (default ``Runner(settings)``) and
+    ``on_progress`` (frame progress) is not reported from workers.
+    """
+    from vidtag.formats import FORMATS
+
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ValueError(f"unknown format(s) {', '.join(bad)}: choose from {', '.join(FORMATS)}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    formats = tuple(dict.fromkeys(formats))
+    tasks = find_videos(sources, recursive=recursive)
+    parallel = ray is not None or workers > 1
+    runner = runner or (driver_runner(settings) if parallel else Runner(settings))
+    job = VideoJob(settings, formats, Path(output), runner.run_info(), make_runner)
+
+    if ray is not None:
+        from vidtag.cluster import RayExecutor
+
+        with RayExecutor(job, address=ray) as executor:
+            return run_batch_parallel(tasks, output, executor, job.options, overwrite=overwrite, on_event=on_event)
+    if workers > 1:
+        from vidtag.parallel import ProcessExecutor
+
+        return run_batch_parallel(tasks, output, ProcessExecutor(job, workers), job.options,
+                                  overwrite=overwrite, on_event=on_event)
+
+    def detect(task: VideoTask) -> VideoDetections:
+        return job.detect(runner, task, on_progress)
+
+    return run_batch(tasks, output, detect, job.write, job.options, overwrite=overwrite, on_event=on_event)

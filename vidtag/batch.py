@@ -3,7 +3,15 @@
 ``vidtag-run.json`` in the output folder holds one record per input video
 (see the spec in README).  It is rewritten atomically after every video, so
 after a crash or Ctrl-C it tells the truth about what is complete.  A rerun
-skips videos already done with the same options and redoes the rest.
+skips videos already done with the same options and redoes the rest, and
+first removes what a killed run left half-written (its staging folders and
+temporary files), which no reader ever took for an output.
+
+Two drivers share the lock, the manifest and the skip check:
+:func:`run_batch` detects the videos one by one in this process, and
+:func:`run_batch_parallel` hands them to an executor (worker processes, a Ray
+cluster) that runs :func:`process_video` for each and returns its record.
+Only the driver writes the manifest.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 from vidtag.errors import OutputError, VidtagError
 
@@ -28,6 +36,9 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "vidtag-run.json"
 LOCK_NAME = ".vidtag.lock"
+STAGING_DIR = ".vidtag-staging"
+"""Folder in the output folder where a video's outputs are written before they
+are moved into place (see :func:`vidtag.pipeline.write_outputs`)."""
 VIDEO_SUFFIXES = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .ts .mts .m2ts .3gp .ogv".split()
 )
@@ -74,7 +85,7 @@ def find_videos(sources: Sequence[str | Path], recursive: bool = False) -> list[
     return [VideoTask(p, s) for p, s in zip(unique, _unique_stems(unique))]
 
 
-OUTPUT_MARKERS = frozenset({".vidtag-staging"})
+OUTPUT_MARKERS = frozenset({STAGING_DIR})
 
 
 def _unique_stems(paths: list[Path]) -> list[str]:
@@ -121,6 +132,7 @@ class Manifest:
         self.created = _now()
         if self.path.exists():
             self._load()
+        self._loaded = list(self.records)
 
     def _load(self) -> None:
         try:
@@ -141,7 +153,26 @@ class Manifest:
         self.records[record["path"]] = record
         self.save()
 
+    def arrange(self, paths: Sequence[str]) -> None:
+        """Order the records as a sequential run over ``paths`` would have.
+
+        Records that were in the file when it was loaded keep their place;
+        the new ones follow in the order of ``paths`` (absolute), not in the
+        order a parallel run happened to finish them.
+        """
+        rank = {p: i for i, p in enumerate(paths)}
+        loaded = [p for p in self._loaded if p in self.records]
+        known = set(loaded)
+        new = sorted((p for p in self.records if p not in known), key=lambda p: rank.get(p, len(rank)))
+        self.records = {p: self.records[p] for p in loaded + new}
+
     def save(self) -> None:
+        """Rewrite the file atomically.
+
+        Raises:
+            OutputError: it cannot be written (disk full, ...); the file on
+                disk is then the previous, complete one.
+        """
         from vidtag import __version__
 
         data = {
@@ -151,7 +182,11 @@ class Manifest:
             "updated": _now(),
             "videos": list(self.records.values()),
         }
-        atomic_write_text(self.path, json.dumps(data, indent=2) + "\n")
+        try:
+            atomic_write_text(self.path, json.dumps(data, indent=2) + "\n")
+        except OSError as err:
+            raise OutputError(f"{self.path}: cannot update the run manifest ({err.strerror or err}); "
+                              "it still lists the videos finished before") from err
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -182,27 +217,80 @@ class OutputLock:
         self._file = None
 
     def __enter__(self):
-        self._file = open(self.path, "a+")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "another process"
+        while True:
+            try:
+                self._file = open(self.path, "a+")
+            except OSError as err:
+                raise OutputError(f"{self.path.parent}: cannot write output folder ({err.strerror or err})") from err
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._file.seek(0)
+                holder = self._file.read().strip() or "another process"
+                self._file.close()
+                raise OutputError(f"{self.path.parent}: another vidtag run is writing here ({holder}); wait for it or use another --output")
+            if self._holds_current_file():
+                break
+            # The run before us removed the lock file between our open and
+            # flock: we hold a lock nobody else can see.  Lock the new file.
             self._file.close()
-            raise OutputError(f"{self.path.parent}: another vidtag run is writing here ({holder}); wait for it or use another --output")
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"pid {os.getpid()}")
-        self._file.flush()
+        self._note_holder()
         return self
 
-    def __exit__(self, *exc):
-        fcntl.flock(self._file, fcntl.LOCK_UN)
-        self._file.close()
+    def _holds_current_file(self) -> bool:
         try:
-            self.path.unlink()
+            return os.fstat(self._file.fileno()).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False
+
+    def _note_holder(self) -> None:
+        """Write our pid into the lock file, for the message a second run shows.
+
+        Best effort: on a full disk even these few bytes may not fit, and the
+        lock holds without them.
+        """
+        fd = self._file.fileno()
+        try:  # unbuffered, so that closing the file has nothing left to flush
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
         except OSError:
             pass
+
+    def __exit__(self, *exc):
+        try:
+            self.path.unlink()  # before unlocking: a run that opens the old file sees it is gone
+        except OSError:
+            pass
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+
+
+def remove_leftovers(out_dir: Path) -> None:
+    """Remove what a killed run left half-written in ``out_dir``.
+
+    Staging folders (outputs not yet moved into place) and the temporary
+    files of the manifest and of the write probe.  Call it only while holding
+    the :class:`OutputLock`: then no other run is writing them.
+    """
+    import shutil
+
+    staging = out_dir / STAGING_DIR
+    if staging.is_dir():
+        for entry in staging.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        try:
+            staging.rmdir()
+        except OSError:
+            pass
+    for pattern in (f".{MANIFEST_NAME}.*.tmp", ".vidtag-write-test.*"):
+        for leftover in out_dir.glob(pattern):
+            try:
+                leftover.unlink()
+            except OSError:
+                pass
 
 
 def prepare_output_dir(out_dir: str | Path) -> Path:
@@ -263,6 +351,10 @@ def run_batch(
         options: the options that define the outputs (part of the skip check).
         overwrite: redo videos already done with the same options.
         on_event: progress callback.
+
+    Raises:
+        OutputError: the output folder cannot be written, another run holds
+            its lock, or the manifest cannot be updated (the batch stops).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -271,10 +363,7 @@ def run_batch(
     summary = BatchSummary()
 
     def finish(task: VideoTask, record: dict) -> None:
-        manifest.put(_finish(record))
-        summary.records.append(record)
-        if on_event:
-            on_event("end", task, record)
+        _finish_record(manifest, summary, task, record, on_event)
 
     def settle(pending) -> None:
         """Wait for a background write and record its outcome."""
@@ -283,55 +372,179 @@ def run_batch(
             record.update(future.result())
             record["status"] = "done"
         except BaseException as err:  # noqa: BLE001 - recorded, never lost
-            record.update(status="failed", error=_error_line(err, task.path))
+            record.update(status="failed", error=error_line(err, task.path))
         finish(task, record)
 
     with OutputLock(out_dir), ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="vidtag-write", initializer=_lower_thread_priority
     ) as writer:
+        remove_leftovers(out_dir)
         manifest = Manifest(out_dir)
         pending = None
         try:
             for task in tasks:
-                record = _base_record(task, key, options)
                 if on_event:
                     on_event("start", task, None)
+                record = _prepare_record(task, key, options, manifest, out_dir, overwrite)
                 future = None
-                try:
-                    record["size"], record["sha256_first_mib"] = fingerprint(task.path)
-                except OSError as err:
-                    record.update(status="failed", error=f"{task.path}: {_os_cause(err)}")
                 if record["status"] == "pending":
-                    previous = manifest.get(task.path)
-                    if not overwrite and _still_done(previous, record, out_dir):
-                        record.update(status="skipped", outputs=previous["outputs"], frames=previous.get("frames"),
-                                      seconds=previous.get("seconds"), fps=previous.get("fps"))
-                    else:
-                        t0 = time.perf_counter()
-                        try:
-                            result = detect(task)
-                            future = writer.submit(write, task, result)
-                        except KeyboardInterrupt:
-                            record.update(status="failed", error=f"{task.path}: interrupted",
-                                          seconds=round(time.perf_counter() - t0, 3))
-                            if pending is not None:
-                                settle(pending)
-                                pending = None
-                            finish(task, record)
-                            raise
-                        except Exception as err:  # noqa: BLE001 - one bad video never stops the batch
-                            record.update(status="failed", error=_error_line(err, task.path))
+                    t0 = time.perf_counter()
+                    try:
+                        result = detect(task)
+                        future = writer.submit(write, task, result)
+                    except KeyboardInterrupt:
+                        record.update(status="failed", error=f"{task.path}: interrupted",
+                                      seconds=round(time.perf_counter() - t0, 3))
+                        if pending is not None:
+                            previous, pending = pending, None
+                            settle(previous)
+                        finish(task, record)
+                        raise
+                    except Exception as err:  # noqa: BLE001 - one bad video never stops the batch
+                        record.update(status="failed", error=error_line(err, task.path))
                 if pending is not None:
-                    settle(pending)
-                    pending = None
+                    previous, pending = pending, None  # settled once, even if recording it fails
+                    settle(previous)
                 if future is not None:
                     pending = (task, record, future)
                 else:
                     finish(task, record)
         finally:
             if pending is not None:
-                settle(pending)
+                previous, pending = pending, None
+                settle(previous)
     return summary
+
+
+def process_video(
+    task: VideoTask,
+    record: dict,
+    detect: Callable[[VideoTask], object],
+    write: Callable[[VideoTask, object], dict],
+    *,
+    catch: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+) -> dict:
+    """Detect and write one video, start to end; its record, ``done`` or ``failed``.
+
+    What an executor's worker runs for each video of :func:`run_batch_parallel`
+    (``detect`` and ``write`` as for :func:`run_batch`).  Errors of the types
+    in ``catch`` become a failed record with the one-line error; others
+    propagate, so an executor that retries can retry them.
+    """
+    try:
+        record.update(write(task, detect(task)))
+        record["status"] = "done"
+    except catch as err:
+        record.update(status="failed", error=error_line(err, task.path))
+    return record
+
+
+class Executor(Protocol):
+    """Runs videos somewhere else (worker processes, a Ray cluster).
+
+    ``run(items)`` starts every ``(task, record)`` (records from the driver,
+    status ``pending``) and yields ``(task, final record)`` as each finishes,
+    in any order, exactly once per item: a video whose worker failed for good
+    comes back as a failed record, never not at all.  Closing the iterator
+    early cancels what has not finished.
+    """
+
+    def run(self, items: Sequence[tuple[VideoTask, dict]]) -> Iterator[tuple[VideoTask, dict]]: ...
+
+
+def run_batch_parallel(
+    tasks: Sequence[VideoTask],
+    out_dir: str | Path,
+    executor: Executor,
+    options: dict,
+    *,
+    overwrite: bool = False,
+    on_event: EventFn | None = None,
+) -> BatchSummary:
+    """Like :func:`run_batch`, but the videos run on ``executor``, many at once.
+
+    This process keeps the lock and is the only writer of the manifest; the
+    workers write each video's outputs into ``out_dir`` (the same folder for
+    every worker: a shared file system on a cluster) the same atomic way.
+    The manifest and the summary list the videos in task order, as a
+    sequential run would.  ``on_event`` gets ``start`` when a video is handed
+    to the executor and ``end`` when its record is final.
+    """
+    out_dir = prepare_output_dir(out_dir)
+    key = options_key(options)
+    summary = BatchSummary()
+    order = [os.path.abspath(t.path) for t in tasks]
+    with OutputLock(out_dir):
+        remove_leftovers(out_dir)
+        manifest = Manifest(out_dir)
+        items = []
+        for task in tasks:
+            record = _prepare_record(task, key, options, manifest, out_dir, overwrite)
+            if record["status"] == "pending":
+                items.append((task, record))
+            else:
+                _finish_record(manifest, summary, task, record, on_event)
+        for task, _ in items:
+            if on_event:
+                on_event("start", task, None)
+        finished = set()
+        results = executor.run(items)
+        try:
+            for task, record in results:
+                finished.add(record["path"])
+                _finish_record(manifest, summary, task, record, on_event)
+        except KeyboardInterrupt:
+            _close(results)  # cancel what still runs, then say so
+            for task, record in items:
+                if record["path"] not in finished:
+                    record.update(status="failed", error=f"{task.path}: interrupted")
+                    _finish_record(manifest, summary, task, record, on_event)
+            raise
+        finally:
+            _close(results)
+            manifest.arrange(order)
+            manifest.save()
+    rank = {p: i for i, p in enumerate(order)}
+    summary.records.sort(key=lambda r: rank.get(r["path"], len(rank)))
+    return summary
+
+
+def _close(results) -> None:
+    close = getattr(results, "close", None)
+    if close is not None:
+        close()
+
+
+def _prepare_record(task: VideoTask, key: str, options: dict, manifest: Manifest, out_dir: Path,
+                    overwrite: bool) -> dict:
+    """A new record for ``task``: ``pending`` (to do), ``skipped`` (done before)
+    or ``failed`` (the input cannot be read)."""
+    record = _base_record(task, key, options)
+    try:
+        record["size"], record["sha256_first_mib"] = fingerprint(task.path)
+    except OSError as err:
+        record.update(status="failed", error=f"{task.path}: {_os_cause(err)}")
+        return record
+    previous = manifest.get(task.path)
+    if not overwrite and _still_done(previous, record, out_dir):
+        record.update(status="skipped", outputs=previous["outputs"], frames=previous.get("frames"),
+                      seconds=previous.get("seconds"), fps=previous.get("fps"))
+    return record
+
+
+def _finish_record(manifest: Manifest, summary: BatchSummary, task: VideoTask, record: dict,
+                   on_event: EventFn | None) -> None:
+    """Store a final record and report it.
+
+    The event is sent even when the manifest cannot be written (a full disk),
+    so the video's own outcome is shown before the manifest's error.
+    """
+    summary.records.append(record)
+    try:
+        manifest.put(_finish(record))
+    finally:
+        if on_event:
+            on_event("end", task, record)
 
 
 def _lower_thread_priority() -> None:
@@ -344,7 +557,7 @@ def _lower_thread_priority() -> None:
         pass
 
 
-def _error_line(err: BaseException, path: Path) -> str:
+def error_line(err: BaseException, path: Path) -> str:
     """One line for the manifest and the terminal, naming the file."""
     if isinstance(err, KeyboardInterrupt):
         return f"{path}: interrupted"

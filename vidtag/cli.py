@@ -39,13 +39,21 @@ def handle_errors(fn):
         except ValueError as err:
             raise click.UsageError(str(err)) from None
         except VidtagError as err:
-            _console(stderr=True).print(f"[red]error:[/red] {err}", soft_wrap=True)
+            _console(stderr=True).print(f"[red]error:[/red] {_plain(err)}", soft_wrap=True)
             sys.exit(1)
         except KeyboardInterrupt:
             _console(stderr=True).print("[yellow]interrupted[/yellow]: finished videos are kept; rerun to do the rest")
             sys.exit(130)
 
     return wrapper
+
+
+def _plain(text) -> str:
+    """``text`` (a path, an error) escaped so rich shows it as it is: a
+    ``[ray]`` or ``[h264 @ 0x...]`` in it is not markup."""
+    from rich.markup import escape
+
+    return escape(str(text))
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -88,36 +96,65 @@ def _split_commas(ctx, param, value):
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per inference batch.")
 @click.option("--weights", default=None, help="Weights name (see `vidtag models`) or manifest/.pt path.")
 @click.option("--quiet", "-q", is_flag=True, help="Only errors and the summary.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes, each on its own video (e.g. one per core).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="One task per video on a Ray cluster: alone, find or start one (ray.init()); or auto, HOST:PORT, ray://HOST:10001, local. Needs `pip install 'vidtag[ray]'`; put it after the videos.")
 @handle_errors
-def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_weights, link, conf, classes, formats, output, overwrite, recursive, device, imgsz, batch, weights, quiet):
+def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_weights, link, conf, classes, formats, output, overwrite, recursive, device, imgsz, batch, weights, quiet, workers, ray_address):
     """Detect, link and write results for video files and folders."""
-    from vidtag.api import Runner, Settings, annotate
+    from vidtag.api import Runner, Settings, annotate, driver_runner
     from vidtag.batch import find_videos
 
     _setup_logging(quiet)
+    _check_ray_address(ray_address, workers)
     settings = Settings(method=method, link=link, conf=conf, classes=classes, imgsz=imgsz,
                         batch=batch, device=device, weights=weights, key_interval=key_interval,
                         psla_weights=psla_weights, window=window, iff_module=iff_module, iff_weights=iff_weights)
     formats = formats or FORMAT_CHOICES
     tasks = find_videos(sources, recursive=recursive)
-    runner = Runner(settings)
+    parallel = ray_address is not None or workers > 1
+    if ray_address is not None:
+        from vidtag.cluster import import_ray
+
+        import_ray()  # before loading the model: a missing extra is a one-line error at once
+    runner = driver_runner(settings) if parallel else Runner(settings)
     console = _console(stderr=True)
-    with BatchProgress(console, len(tasks), quiet) as progress:
+    with BatchProgress(console, len(tasks), quiet, parallel=parallel) as progress:
         summary = annotate([t.path for t in tasks], output, formats, settings, overwrite=overwrite, runner=runner,
-                           on_event=progress.on_event, on_progress=progress.on_progress)
+                           on_event=progress.on_event, on_progress=progress.on_progress,
+                           workers=workers, ray=ray_address)
     _print_summary(console, summary, output, quiet)
     sys.exit(0 if summary.ok else 1)
 
 
-class BatchProgress:
-    """Rich progress bars on a terminal; plain lines otherwise."""
+def _check_ray_address(address: str | None, workers: int) -> None:
+    """Usage errors of --ray: with --workers, or a video taken for the address."""
+    if address is None:
+        return
+    if workers > 1:
+        raise click.UsageError("--workers and --ray do not go together: Ray decides where each video runs")
+    if address and Path(address).exists():
+        raise click.UsageError(f"--ray took {address!r} as the cluster address; put --ray after the videos "
+                               "(vidtag detect DIR --ray [ADDRESS])")
 
-    def __init__(self, console, total_videos: int, quiet: bool):
+
+class BatchProgress:
+    """Rich progress bars on a terminal; plain lines otherwise.
+
+    With ``parallel`` (worker processes, a Ray cluster) many videos run at
+    once and frame progress stays in the workers: the bar counts finished
+    videos and shows how many are still in flight, and each finished video
+    gets a line ``[done/total] NAME: ...``.
+    """
+
+    def __init__(self, console, total_videos: int, quiet: bool, parallel: bool = False):
         self.console = console
         self.total = total_videos
         self.quiet = quiet
+        self.parallel = parallel
         self.live = console.is_terminal and not quiet
         self.index = 0
+        self.finished = 0
         self._progress = None
         self._last_line = 0.0
 
@@ -139,6 +176,9 @@ class BatchProgress:
             self._progress.stop()
 
     def on_event(self, kind, task, record):
+        if self.parallel:
+            self._on_parallel_event(kind, task, record)
+            return
         if kind == "start":
             self.index += 1
             self._started = time.perf_counter()
@@ -147,20 +187,39 @@ class BatchProgress:
                     self._progress.remove_task(self._video)
                 self._video = self._progress.add_task(task.path.name[:40], total=None, rate="")
             elif not self.quiet:
-                self.console.print(f"[{self.index}/{self.total}] {task.path}")
+                self.console.print(f"[{self.index}/{self.total}] {_plain(task.path)}")
         else:
             status = record["status"]
             line = {"done": f"done: {record['frames']} frames, {record['fps']} frames/s",
                     "skipped": "skipped: already done with the same options",
-                    "failed": f"[red]failed[/red]: {record['error']}"}[status]
+                    "failed": f"[red]failed[/red]: {_plain(record['error'])}"}[status]
             if self._progress is not None:
                 self._progress.advance(self._batch)
                 if self._video is not None and status != "done":
                     self._progress.remove_task(self._video)
                     self._video = None
-                self._progress.console.print(f"{task.path.name}: {line}", soft_wrap=True)
+                self._progress.console.print(f"{_plain(task.path.name)}: {line}", soft_wrap=True)
             elif not self.quiet or status == "failed":
                 self.console.print(f"  {line}", soft_wrap=True)
+
+    def _on_parallel_event(self, kind, task, record):
+        if kind == "start":
+            self.index += 1
+            if self._progress is not None:
+                self._progress.update(self._batch, rate=f"{self.index - self.finished} in flight")
+            return
+        self.finished += 1
+        status = record["status"]
+        line = {"done": f"done: {record['frames']} frames, {record['fps']} frames/s",
+                "skipped": "skipped: already done with the same options",
+                "failed": f"[red]failed[/red]: {_plain(record['error'])}"}[status]
+        line = f"[{self.finished}/{self.total}] {_plain(task.path.name)}: {line}"
+        if self._progress is not None:
+            self._progress.update(self._batch, advance=1, rate=f"{max(0, self.index - self.finished)} in flight")
+            self._progress.console.print(line, soft_wrap=True)
+        elif not self.quiet or status == "failed":
+            in_flight = f" ({self.index - self.finished} in flight)" if self.index > self.finished else ""
+            self.console.print(f"{line}{in_flight}", soft_wrap=True)
 
     def on_progress(self, stage, done, total):
         if self._progress is not None and self._video is not None:
@@ -175,7 +234,7 @@ class BatchProgress:
 
 def _print_summary(console, summary, output, quiet):
     done, skipped, failed = summary.count("done"), summary.count("skipped"), summary.count("failed")
-    console.print(f"{done} done, {skipped} skipped, {failed} failed -> {output}/ (manifest: {output}/vidtag-run.json)")
+    console.print(f"{done} done, {skipped} skipped, {failed} failed -> {_plain(output)}/ (manifest: {_plain(output)}/vidtag-run.json)")
 
 
 @main.command()

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from vidtag.batch import STAGING_DIR
 from vidtag.errors import OutputError, VideoError
 from vidtag.types import Detections, VideoInfo
 
@@ -28,8 +29,6 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int], None]
 """on_progress(stage, done, total): stage is 'detect' or 'render'."""
-
-STAGING_DIR = ".vidtag-staging"
 
 FRAME_CACHE_BYTES = 256 << 20
 """Videos whose decoded frames fit in this many bytes keep them for the
@@ -183,13 +182,20 @@ def write_outputs(
     try:
         for fmt in formats:
             staged[fmt] = staging / f"{stem}{SUFFIXES[fmt]}"
-            if fmt == "mp4":
-                render_video(result.info, result.detections, result.timestamps, meta, staged[fmt],
-                             batch=batch, on_progress=on_progress, frames=result.frames)
-            else:
-                with open_sink(fmt, staged[fmt], meta) as sink:
-                    for i, dets in enumerate(result.detections):
-                        sink.write(i, float(result.timestamps[i]), dets)
+            try:
+                if fmt == "mp4":
+                    render_video(result.info, result.detections, result.timestamps, meta, staged[fmt],
+                                 batch=batch, on_progress=on_progress, frames=result.frames)
+                else:
+                    with open_sink(fmt, staged[fmt], meta) as sink:
+                        for i, dets in enumerate(result.detections):
+                            sink.write(i, float(result.timestamps[i]), dets)
+            except (OSError, OutputError) as err:
+                raise OutputError(f"{out_dir / staged[fmt].name}: cannot write ({_write_cause(err)})") from err
+            except VideoError as err:  # the encoder's (it names its temporary file), not the source's
+                if _os_error_in(err) is None or not err.path.startswith(str(staging)):
+                    raise
+                raise OutputError(f"{out_dir / staged[fmt].name}: cannot write ({_write_cause(err)})") from err
         final = {fmt: out_dir / p.name for fmt, p in staged.items()}
         for fmt, p in staged.items():
             os.replace(p, final[fmt])
@@ -274,6 +280,29 @@ def render_saved(video: str | Path, results: str | Path, output: str | Path) -> 
         raise OutputError(f"{output.parent}: cannot write output folder ({err.strerror or err})") from err
     render_video(info, detections, np.asarray(timestamps, dtype=np.float64), meta, output)
     return len(detections)
+
+
+def _os_error_in(err: BaseException) -> OSError | None:
+    """The operating-system error (with an errno) behind ``err``, if any.
+
+    Follows ``__cause__`` and ``__context__``: the encoder and the sinks
+    re-raise OS errors as one-line vidtag errors and keep the original there.
+    """
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno is not None:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _write_cause(err: BaseException) -> str:
+    """Why an output could not be written, in words, without temporary paths."""
+    os_error = _os_error_in(err)
+    if os_error is not None:
+        return os_error.strerror or os.strerror(os_error.errno)
+    return getattr(err, "cause", None) or " ".join(str(err).split())
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -74,6 +74,7 @@ def probe(path: str | Path) -> VideoInfo:
     Raises:
         VideoError: one line naming the cause: file not found, a directory,
             empty file, not a video, no video stream (audio only), truncated,
+            a corrupt header (more frames declared than the file can hold),
             unsupported codec, no decodable frames, or what decord reports.
     """
     path = Path(path)
@@ -141,6 +142,7 @@ def _probe_container(path: Path, container) -> dict:
         raise VideoError(path, "unsupported video codec: FFmpeg has no decoder for this stream")
 
     _check_truncated(path, stream)
+    _check_declared_frames(path, stream)
 
     first = _first_frame(path, container, stream)
     rotation = _rotation_cw(first, stream)
@@ -193,6 +195,22 @@ def _check_truncated(path: Path, stream) -> None:
             f"truncated file: the index lists {len(ends)} frames ending at byte "
             f"{max(ends)} but the file has {size} bytes ({complete} frames complete); "
             f"the recording or copy probably did not finish",
+        )
+
+
+def _check_declared_frames(path: Path, stream) -> None:
+    """Raise if the header declares more frames than the file could hold.
+
+    Every frame takes at least one byte, so a larger count is a corrupt
+    header, not a video.  decord sizes its frame tables by this count and
+    aborts the whole process (``std::bad_alloc``, uncatchable) when a
+    flipped bit makes it billions, so such a file must never reach it.
+    """
+    declared = int(stream.frames or 0)
+    size = path.stat().st_size
+    if declared > size:
+        raise VideoError(
+            path, f"corrupt header: the video stream declares {declared} frames, more than a {size}-byte file can hold"
         )
 
 

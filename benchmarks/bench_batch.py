@@ -1,0 +1,135 @@
+"""Videos/hour of a folder: sequential, local worker processes, Ray.
+
+Generates a folder of N small clips and runs the real `vidtag detect` on it
+(NanoDet-g, `--method frame`, every format) three ways, each into its own
+output folder, each as one command timed from start to end as a user would
+see it (Python start, model loading and, for Ray, starting the cluster
+included):
+
+* sequential: `vidtag detect DIR` (torch's default threads: one per core),
+  and again with ``OMP_NUM_THREADS=1`` (one torch thread, as each worker
+  below has: on a machine shared with other jobs, torch's threads waiting
+  for each other can cost more than they bring);
+* local parallel: `vidtag detect DIR --workers C` (C = the machine's cores);
+* Ray: `vidtag detect DIR --ray local` (a new single-machine cluster; one
+  task per video, 1 CPU each, so at most C at once).
+
+It checks that the runs wrote the same bytes, and prints a markdown
+table: wall seconds, videos/hour, speed relative to sequential, and Ray's
+overhead per video against each local mode ((Ray wall - mode wall) / N).
+A second table splits Ray's wall time: starting a cluster alone (measured
+separately), and the time per video inside the tasks (the manifest's
+detect+write seconds) against the same figure of the local parallel run.
+
+    python benchmarks/bench_batch.py [--videos 8] [--frames 60] [--size 160x120] [--imgsz 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def run_timed(args: list[str], env: dict[str, str] | None = None) -> float:
+    """Run a command (with ``env`` added to the environment) to the end; its wall seconds."""
+    start = time.perf_counter()
+    result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, **(env or {})))
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed (rc {result.returncode}):\n{result.stderr[-3000:]}")
+    return wall
+
+
+def ray_start_seconds() -> float:
+    """Wall time of starting (and stopping) a local Ray cluster alone, in a fresh process."""
+    code = ("import time, logging; t = time.perf_counter(); import ray\n"
+            "ray.init(address='local', log_to_driver=False, logging_level=logging.WARNING)\n"
+            "print(time.perf_counter() - t); ray.shutdown()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    if result.returncode != 0:
+        raise SystemExit(f"cannot start Ray: {result.stderr[-2000:]}")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def task_seconds(out: Path) -> float:
+    """Mean per-video detect+write seconds recorded in a run's manifest."""
+    videos = json.loads((out / "vidtag-run.json").read_text())["videos"]
+    return sum(v["seconds"] for v in videos) / len(videos)
+
+
+def same_bytes(a: Path, b: Path) -> bool:
+    names = sorted(p.name for p in a.iterdir() if p.name != "vidtag-run.json")
+    return names == sorted(p.name for p in b.iterdir() if p.name != "vidtag-run.json") and all(
+        (a / n).read_bytes() == (b / n).read_bytes() for n in names)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--size", default="160x120", help="WIDTHxHEIGHT of the generated clips")
+    parser.add_argument("--imgsz", type=int, default=128, help="network input size: small keeps the run short")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="local parallel workers [default: cores]")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+
+    from tests.clips import make_clip
+
+    n = args.videos
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "videos"
+        folder.mkdir()
+        for i in range(n):
+            make_clip(folder / f"clip{i:02d}.mp4", n_frames=args.frames, width=width, height=height, fps=15)
+        base = [sys.executable, "-m", "vidtag.cli", "detect", str(folder), "--imgsz", str(args.imgsz), "--quiet"]
+        modes = {
+            "sequential": ([], {}),
+            "sequential, 1 torch thread": ([], {"OMP_NUM_THREADS": "1"}),
+            f"local parallel (--workers {args.workers})": (["--workers", str(args.workers)], {}),
+            "Ray (--ray local)": (["--ray", "local"], {}),
+        }
+        walls, outs = {}, {}
+        for mode, (extra, env) in modes.items():
+            outs[mode] = Path(tmp) / f"out-{len(outs)}"
+            walls[mode] = run_timed([*base, "-o", str(outs[mode]), *extra], env)
+            print(f"{mode}: {walls[mode]:.1f} s", file=sys.stderr)
+        start_s = ray_start_seconds()
+
+        seq, _, par, ray = walls
+        identical = all(same_bytes(outs[seq], outs[m]) for m in walls)
+        print(f"command: python benchmarks/bench_batch.py --videos {n} --frames {args.frames} --size {args.size} "
+              f"--imgsz {args.imgsz} --workers {args.workers}")
+        print(f"{n} generated clips of {args.frames} frames {width}x{height}; NanoDet-g --method frame --imgsz "
+              f"{args.imgsz}, all five formats; {os.cpu_count()} cores; outputs of all runs byte-identical: "
+              f"{'yes' if identical else 'NO'}")
+        print()
+        print("| mode | videos | wall s | videos/hour | vs sequential | Ray overhead per video |")
+        print("|---|---:|---:|---:|---:|---|")
+        for mode, wall in walls.items():
+            overhead = ""
+            if mode == ray:
+                overhead = ", ".join(f"{(wall - other) / n:+.2f} s vs {name}" for name, other in walls.items()
+                                     if name != ray)
+            print(f"| {mode} | {n} | {wall:.1f} | {n / wall * 3600:.0f} | {walls[seq] / wall:.2f}x | {overhead} |")
+        print()
+        print("| Ray's share | seconds |")
+        print("|---|---:|")
+        print(f"| starting a local cluster alone (separate process) | {start_s:.1f} |")
+        print(f"| per video inside the task (detect + write), Ray | {task_seconds(outs[ray]):.2f} |")
+        print(f"| per video inside the worker (detect + write), local parallel | {task_seconds(outs[par]):.2f} |")
+        print(f"| per video inside the run (detect + write), sequential | {task_seconds(outs[seq]):.2f} |")
+        print(f"| per video inside the run (detect + write), sequential, 1 torch thread | "
+              f"{task_seconds(outs['sequential, 1 torch thread']):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
