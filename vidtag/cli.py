@@ -297,6 +297,39 @@ def _frame_range(text: str) -> tuple[int, int]:
         raise click.BadParameter(f"{text!r}: use START:STOP (half-open, frame indices)") from None
 
 
+def _training_ranges(videos, ranges) -> tuple[tuple[int, int], ...]:
+    """--frames per video (START:STOP, half-open), or every frame of each video."""
+    from vidtag.io.decode import probe
+
+    if ranges and len(ranges) != len(videos):
+        raise ValueError(f"--frames given {len(ranges)} times for {len(videos)} videos: give one START:STOP per video")
+    return tuple(_frame_range(r) for r in ranges) if ranges else tuple((0, probe(v).num_frames) for v in videos)
+
+
+def _train_and_report(method: str, train_fn, config, output: Path, name: str) -> None:
+    """Run a training with progress lines, write the manifest, say how to use the result."""
+    import json
+
+    from vidtag.train.loop import write_manifest
+
+    output.mkdir(parents=True, exist_ok=True)
+    console = _console(stderr=True)
+    extra = ", trl {trl:.4f}" if method == "iff" else ""
+
+    def on_log(info):
+        console.print(
+            f"step {info['step']}/{info['steps']}  loss {info['total']:.4f} (cls {info['cls']:.4f}, box {info['box']:.4f}, "
+            f"feature {info['feature']:.4f}{extra.format(**info)})  {info['steps_per_s']:.2f} steps/s  eta {info['eta_s'] / 60:.1f} min"
+        )
+
+    result = train_fn(config, on_log=on_log)
+    command = f"vidtag train {method} " + " ".join(sys.argv[3:])
+    manifest = write_manifest(result, config, config.checkpoint, name, command)
+    final = json.dumps({k: round(v, 4) for k, v in result.final_losses().items()})
+    _console().print(f"wrote {config.checkpoint} and {manifest} ({result.steps} steps, {result.wall_s:.0f} s; final losses {final})")
+    _console().print(f"use them: vidtag detect VIDEO --method {method} --{method}-weights {manifest}")
+
+
 @train.command("psla")
 @click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for psla-nanodet-g.pt and its manifest.")
@@ -316,36 +349,17 @@ def train_psla_command(videos, output, ranges, steps, time_limit, imgsz, seed, t
     frames degraded by vidtag.degrade, with random camera-motion crops.  With
     --labels the student learns from those boxes instead (NanoDet's GFL loss).
     """
-    import json
-
-    from vidtag.io.decode import probe
     from vidtag.models.psla import PSLAConfig
-    from vidtag.train.loop import TrainConfig, train_psla, write_manifest
+    from vidtag.train.loop import TrainConfig, train_psla
 
-    if ranges and len(ranges) != len(videos):
-        raise ValueError(f"--frames given {len(ranges)} times for {len(videos)} videos: give one START:STOP per video")
-    frames = tuple(_frame_range(r) for r in ranges) if ranges else tuple((0, probe(v).num_frames) for v in videos)
+    frames = _training_ranges(videos, ranges)
     config = TrainConfig(
         videos=tuple(str(v) for v in videos), frames=frames, steps=steps, imgsz=imgsz, seed=seed, threads=threads,
         time_limit_s=time_limit, labels=str(labels) if labels else None, log_every=25,
         psla=PSLAConfig(fusion_init_logit=4.0, nonkey_affinity=affinity),
         checkpoint=str(output / "psla-nanodet-g.pt"), checkpoint_every=200,
     )
-    output.mkdir(parents=True, exist_ok=True)
-    console = _console(stderr=True)
-
-    def on_log(info):
-        console.print(
-            f"step {info['step']}/{info['steps']}  loss {info['total']:.4f} (cls {info['cls']:.4f}, box {info['box']:.4f}, "
-            f"feature {info['feature']:.4f})  {info['steps_per_s']:.2f} steps/s  eta {info['eta_s'] / 60:.1f} min"
-        )
-
-    result = train_psla(config, on_log=on_log)
-    command = "vidtag train psla " + " ".join(sys.argv[3:])
-    manifest = write_manifest(result, config, config.checkpoint, "psla-nanodet-g", command)
-    final = json.dumps({k: round(v, 4) for k, v in result.final_losses().items()})
-    _console().print(f"wrote {config.checkpoint} and {manifest} ({result.steps} steps, {result.wall_s:.0f} s; final losses {final})")
-    _console().print(f"use them: vidtag detect VIDEO --method psla --psla-weights {manifest}")
+    _train_and_report("psla", train_psla, config, output, "psla-nanodet-g")
 
 
 @train.command("iff")
@@ -369,37 +383,17 @@ def train_iff_command(videos, output, ranges, module, trl, steps, time_limit, im
     the warped clean features.  With --labels the student learns from those
     boxes instead.
     """
-    import json
-
-    from vidtag.io.decode import probe
     from vidtag.models.iff import IFFConfig
     from vidtag.train.iff import IFFTrainConfig, train_iff
-    from vidtag.train.loop import write_manifest
 
-    if ranges and len(ranges) != len(videos):
-        raise ValueError(f"--frames given {len(ranges)} times for {len(videos)} videos: give one START:STOP per video")
-    frames = tuple(_frame_range(r) for r in ranges) if ranges else tuple((0, probe(v).num_frames) for v in videos)
+    frames = _training_ranges(videos, ranges)
     name = "iff" + ("-basic" if module == "basic" else "") + ("-notrl" if trl == 0 else "") + "-nanodet-g"
     config = IFFTrainConfig(
         videos=tuple(str(v) for v in videos), frames=frames, steps=steps, imgsz=imgsz, seed=seed, threads=threads,
         time_limit_s=time_limit, labels=str(labels) if labels else None, log_every=25,
         iff=IFFConfig(module=module, trl_weight=trl), checkpoint=str(output / f"{name}.pt"), checkpoint_every=200,
     )
-    output.mkdir(parents=True, exist_ok=True)
-    console = _console(stderr=True)
-
-    def on_log(info):
-        console.print(
-            f"step {info['step']}/{info['steps']}  loss {info['total']:.4f} (cls {info['cls']:.4f}, box {info['box']:.4f}, "
-            f"feature {info['feature']:.4f}, trl {info['trl']:.4f})  {info['steps_per_s']:.2f} steps/s  eta {info['eta_s'] / 60:.1f} min"
-        )
-
-    result = train_iff(config, on_log=on_log)
-    command = "vidtag train iff " + " ".join(sys.argv[3:])
-    manifest = write_manifest(result, config, config.checkpoint, name, command)
-    final = json.dumps({k: round(v, 4) for k, v in result.final_losses().items()})
-    _console().print(f"wrote {config.checkpoint} and {manifest} ({result.steps} steps, {result.wall_s:.0f} s; final losses {final})")
-    _console().print(f"use them: vidtag detect VIDEO --method iff --iff-weights {manifest}")
+    _train_and_report("iff", train_iff, config, output, name)
 
 
 @main.command()

@@ -123,6 +123,20 @@ class ClipSpec:
         return tuple(sorted({self.key, self.nonkey} | ({self.prev_key} if self.prev_key is not None else set())))
 
 
+def draw_frame(rng: np.random.Generator, lengths: list[int]) -> tuple[int, int]:
+    """(video, frame): the video drawn in proportion to its frame count, then a frame
+    uniformly in it, so every loaded frame is equally likely.
+
+    Raises:
+        ValueError: no video, or one with fewer than 2 frames.
+    """
+    if not lengths or min(lengths) < 2:
+        raise ValueError(f"every video needs at least 2 training frames, got {lengths}")
+    p = np.asarray(lengths, np.float64)
+    video = int(rng.choice(len(lengths), p=p / p.sum()))
+    return video, int(rng.integers(0, lengths[video]))
+
+
 def sample_clip(
     rng: np.random.Generator,
     lengths: list[int],
@@ -144,12 +158,8 @@ def sample_clip(
         max_offset: largest ``|nonkey - key|`` (half a segment: 5 for l = 10).
         prev_key_prob: probability of adding the previous key frame.
     """
-    if not lengths or min(lengths) < 2:
-        raise ValueError(f"every video needs at least 2 training frames, got {lengths}")
-    p = np.asarray(lengths, np.float64)
-    video = int(rng.choice(len(lengths), p=p / p.sum()))
+    video, key = draw_frame(rng, lengths)
     n = lengths[video]
-    key = int(rng.integers(0, n))
     offsets = [o for o in range(-max_offset, max_offset + 1) if o != 0 and 0 <= key + o < n]
     nonkey = key + offsets[int(rng.integers(len(offsets)))]
     prev = key - key_interval

@@ -25,8 +25,7 @@ checkpoints, progress); everything random comes from ``seed``.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -35,8 +34,8 @@ from torch import Tensor
 
 from vidtag.models.iff import IFFConfig, IFFDetector, build_iff
 from vidtag.models.nanodet import NanoDet
-from vidtag.train.data import MAX_TRAIN_SEED, VideoFrames, make_clip_pair
-from vidtag.train.loop import TrainResult, crop_targets, load_videos, run_schedule, to_input
+from vidtag.train.data import MAX_TRAIN_SEED, VideoFrames, draw_frame, make_clip_pair
+from vidtag.train.loop import TrainResult, crop_targets, finish_training, prepare_training, seeded_model, to_input
 from vidtag.train.losses import LossWeights, distillation_loss, transformation_residual_loss
 
 
@@ -66,12 +65,8 @@ class WindowClip:
 def sample_window_clip(rng: np.random.Generator, lengths: list[int], radius: int = 10, count: int = 2) -> WindowClip:
     """Draw a current frame (videos in proportion to their length) and ``count``
     distinct neighbours uniformly from ``[t - radius, t + radius] \\ {t}`` inside the video."""
-    if not lengths or min(lengths) < 2:
-        raise ValueError(f"every video needs at least 2 training frames, got {lengths}")
-    p = np.asarray(lengths, np.float64)
-    video = int(rng.choice(len(lengths), p=p / p.sum()))
+    video, t = draw_frame(rng, lengths)
     n = lengths[video]
-    t = int(rng.integers(0, n))
     options = [j for j in range(t - radius, t + radius + 1) if j != t and 0 <= j < n]
     picked = rng.choice(len(options), size=min(count, len(options)), replace=False)
     crop_seed, degrade_seed = (int(s) for s in rng.integers(0, MAX_TRAIN_SEED, size=2))
@@ -153,11 +148,7 @@ def window_clip_loss(model: IFFDetector, clip: WindowClip, videos: list[VideoFra
 
 def build_iff_student(config: IFFTrainConfig, detector: NanoDet | None = None) -> IFFDetector:
     """NanoDet-g (frozen, eval) + fresh IFF modules from ``torch.manual_seed(config.seed)``."""
-    from vidtag.models.nanodet import load_nanodet
-
-    torch.manual_seed(config.seed)
-    detector = detector if detector is not None else load_nanodet(config.base_weights)
-    return build_iff(detector, config.iff)
+    return seeded_model(config, build_iff, config.iff, detector)
 
 
 def train_iff(
@@ -174,21 +165,7 @@ def train_iff(
     Raises:
         ValueError: the labels do not fit the videos.
     """
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    t0 = time.perf_counter()
-    videos = videos if videos is not None else load_videos(config)
-    load_s = time.perf_counter() - t0
-    model = build_iff_student(config, detector)
-    model.detector.eval().requires_grad_(False)
-    targets = None
-    if config.labels is not None:
-        from vidtag.models.nanodet import COCO_CLASSES
-        from vidtag.train.supervised import load_targets
-
-        targets = load_targets(config.labels, videos, COCO_CLASSES[: model.detector.config.num_classes])
-        if not any(targets):
-            raise ValueError(f"{config.labels}: no labelled frame inside the training ranges")
+    videos, load_s, model, targets = prepare_training(config, videos, lambda: build_iff_student(config, detector))
     lengths = [len(v.frames) for v in videos]
 
     def sample_loss(rng: np.random.Generator) -> dict[str, Tensor]:
@@ -199,9 +176,4 @@ def train_iff(
             clip = sample_window_clip(rng, lengths, config.radius, config.neighbours)
         return window_clip_loss(model, clip, videos, config, targets[clip.video])
 
-    result = TrainResult(model, load_s=load_s)
-    run_schedule(model, config, sample_loss, result, on_log)
-    model.eval()
-    if config.checkpoint:
-        model.save_modules(config.checkpoint)
-    return result
+    return finish_training(model, config, sample_loss, load_s, on_log)

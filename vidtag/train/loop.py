@@ -231,13 +231,61 @@ def load_videos(config: TrainConfig) -> list[VideoFrames]:
     return [load_frames(v, start, stop, config.imgsz) for v, (start, stop) in zip(config.videos, config.frames)]
 
 
-def build_student(config: TrainConfig, detector: NanoDet | None = None) -> PSLADetector:
-    """NanoDet-g (frozen, eval) + fresh PSLA modules, initialised from ``torch.manual_seed(config.seed)``."""
+def seeded_model(config, build, module_config, detector: NanoDet | None = None):
+    """``build(detector, module_config)`` right after ``torch.manual_seed(config.seed)``: NanoDet-g
+    (``detector``, else ``config.base_weights``) with freshly initialised new modules."""
     from vidtag.models.nanodet import load_nanodet
 
     torch.manual_seed(config.seed)
     detector = detector if detector is not None else load_nanodet(config.base_weights)
-    return build_psla(detector, config.psla)
+    return build(detector, module_config)
+
+
+def build_student(config: TrainConfig, detector: NanoDet | None = None) -> PSLADetector:
+    """NanoDet-g (frozen, eval) + fresh PSLA modules, initialised from ``torch.manual_seed(config.seed)``."""
+    return seeded_model(config, build_psla, config.psla, detector)
+
+
+def prepare_training(config, videos: list[VideoFrames] | None, build_model) -> tuple[list[VideoFrames], float, object, list | None]:
+    """What every training starts with: threads, decoded ranges, the student, the labels.
+
+    Args:
+        config: a TrainConfig or IFFTrainConfig (``threads``, ``labels``, data fields).
+        videos: already decoded ranges, or None to decode them from ``config``.
+        build_model: () -> the student (its NanoDet is frozen here).
+
+    Returns:
+        (videos, decode seconds, student, per-video labelled targets or None).
+
+    Raises:
+        ValueError: the labels do not fit the videos.
+    """
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    t0 = time.perf_counter()
+    videos = videos if videos is not None else load_videos(config)
+    load_s = time.perf_counter() - t0
+    model = build_model()
+    model.detector.eval().requires_grad_(False)
+    targets = None
+    if config.labels is not None:
+        from vidtag.models.nanodet import COCO_CLASSES
+        from vidtag.train.supervised import load_targets
+
+        targets = load_targets(config.labels, videos, COCO_CLASSES[: model.detector.config.num_classes])
+        if not any(targets):
+            raise ValueError(f"{config.labels}: no labelled frame inside the training ranges")
+    return videos, load_s, model, targets
+
+
+def finish_training(model, config, sample_loss, load_s: float, on_log=None) -> TrainResult:
+    """Run :func:`run_schedule`, then eval mode and the final checkpoint."""
+    result = TrainResult(model, load_s=load_s)
+    run_schedule(model, config, sample_loss, result, on_log)
+    model.eval()
+    if config.checkpoint:
+        model.save_modules(config.checkpoint)
+    return result
 
 
 def train_psla(
@@ -264,22 +312,7 @@ def train_psla(
     Raises:
         ValueError: the labels do not fit the videos (see ``supervised.load_targets``).
     """
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    t0 = time.perf_counter()
-    videos = videos if videos is not None else load_videos(config)
-    load_s = time.perf_counter() - t0
-
-    model = build_student(config, detector)
-    model.detector.eval().requires_grad_(False)
-    targets = None
-    if config.labels is not None:
-        from vidtag.models.nanodet import COCO_CLASSES
-        from vidtag.train.supervised import load_targets
-
-        targets = load_targets(config.labels, videos, COCO_CLASSES[: model.detector.config.num_classes])
-        if not any(targets):
-            raise ValueError(f"{config.labels}: no labelled frame inside the training ranges")
+    videos, load_s, model, targets = prepare_training(config, videos, lambda: build_student(config, detector))
 
     def sample_loss(rng: np.random.Generator) -> dict[str, Tensor]:
         spec = sample_clip(rng, lengths, config.psla.key_interval, config.max_offset, config.prev_key_prob)
@@ -291,12 +324,7 @@ def train_psla(
         return labelled_clip_loss(model, spec, videos, targets[spec.video], config)
 
     lengths = [len(v.frames) for v in videos]
-    result = TrainResult(model, load_s=load_s)
-    run_schedule(model, config, sample_loss, result, on_log)
-    model.eval()
-    if config.checkpoint:
-        model.save_modules(config.checkpoint)
-    return result
+    return finish_training(model, config, sample_loss, load_s, on_log)
 
 
 def run_schedule(model, config, sample_loss: Callable[[np.random.Generator], dict[str, Tensor]], result: TrainResult, on_log=None) -> None:
