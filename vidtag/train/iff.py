@@ -35,7 +35,7 @@ from torch import Tensor
 from vidtag.models.iff import IFFConfig, IFFDetector, build_iff
 from vidtag.models.nanodet import NanoDet
 from vidtag.train.data import MAX_TRAIN_SEED, VideoFrames, draw_frame, make_clip_pair
-from vidtag.train.loop import TrainResult, crop_targets, finish_training, prepare_training, seeded_model, to_input
+from vidtag.train.loop import TrainResult, check_schedule, crop_targets, finish_training, prepare_training, seeded_model, to_input
 from vidtag.train.losses import LossWeights, distillation_loss, transformation_residual_loss
 
 
@@ -103,13 +103,9 @@ class IFFTrainConfig:
     labels: str | None = None
 
     def __post_init__(self):
-        if len(self.videos) != len(self.frames) or not self.videos:
-            raise ValueError(f"need one (start, stop) range per video, got {len(self.videos)} videos and {len(self.frames)} ranges")
-        for start, stop in self.frames:
-            if not 0 <= start < stop:
-                raise ValueError(f"bad frame range ({start}, {stop})")
-        if self.steps < 1 or self.batch < 1 or self.radius < 1 or self.neighbours < 1:
-            raise ValueError("steps, batch, radius and neighbours must be >= 1")
+        check_schedule(self)
+        if self.radius < 1 or self.neighbours < 1:
+            raise ValueError(f"radius and neighbours must be >= 1, got {self.radius}, {self.neighbours}")
 
 
 def window_clip_loss(model: IFFDetector, clip: WindowClip, videos: list[VideoFrames], config: IFFTrainConfig, targets: dict | None = None) -> dict[str, Tensor]:

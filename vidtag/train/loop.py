@@ -71,13 +71,18 @@ class TrainConfig:
     labels: str | None = None  # CocoVID JSON / ImageNet VID folder: GFL detection loss on its boxes instead of distillation
 
     def __post_init__(self):
-        if len(self.videos) != len(self.frames) or not self.videos:
-            raise ValueError(f"need one (start, stop) range per video, got {len(self.videos)} videos and {len(self.frames)} ranges")
-        for start, stop in self.frames:
-            if not 0 <= start < stop:
-                raise ValueError(f"bad frame range ({start}, {stop})")
-        if self.steps < 1 or self.batch < 1:
-            raise ValueError(f"steps and batch must be >= 1, got {self.steps}, {self.batch}")
+        check_schedule(self)
+
+
+def check_schedule(config) -> None:
+    """ValueError unless ``config`` has one half-open frame range per video and at least one step and clip per step."""
+    if len(config.videos) != len(config.frames) or not config.videos:
+        raise ValueError(f"need one (start, stop) range per video, got {len(config.videos)} videos and {len(config.frames)} ranges")
+    for start, stop in config.frames:
+        if not 0 <= start < stop:
+            raise ValueError(f"bad frame range ({start}, {stop})")
+    if config.steps < 1 or config.batch < 1:
+        raise ValueError(f"steps and batch must be >= 1, got {config.steps}, {config.batch}")
 
 
 @dataclass
