@@ -72,6 +72,7 @@ class IFFConfig:
     correlation_stride: int = 2  # paper 2 -> 121 channels
     embed_channels: tuple[int, int, int] = (32, 32, 64)  # FGFA embedding 1x1, 3x3, 1x1; FGFA 512, 512, 2048
     trl_weight: float = 0.65  # lambda of the transformation residual loss (training only); 0 = no TRL
+    learn_temperature: bool = False  # FGFA: softmax of the cosine as it is; True: of cosine * a learned scale (module doc)
 
     @classmethod
     def from_saved(cls, saved: dict, **overrides) -> "IFFConfig":
@@ -177,6 +178,17 @@ class AdvancedIFF(nn.Module):
         return self.flow(self.act(self.fuse(fused)))
 
 
+class Temperature(nn.Module):
+    """One learned scale ``exp(log_scale)`` (starts at 1) applied to the cosine similarities before the softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(()))
+
+    def forward(self, sims: Tensor) -> Tensor:
+        return sims * self.log_scale.exp()
+
+
 class EmbeddingNet(nn.Module):
     """FGFA's embedding network: 1x1 -> 3x3 -> 1x1 (ReLU between)."""
 
@@ -263,6 +275,7 @@ class IFFDetector(nn.Module):
         self.detector = detector.requires_grad_(False)
         self.iff = iff
         self.embeddings = embeddings
+        self.temperature = Temperature() if config.learn_temperature else None
         self.config = config
 
     def set_window(self, window: int) -> None:
@@ -310,7 +323,10 @@ class IFFDetector(nn.Module):
             dots = torch.linalg.vecdot(warped[:, c:], emb_i, dim=1)
             sims = dots / torch.linalg.vector_norm(warped[:, c:], dim=1).clamp(min=1e-8)
             self_sim = torch.linalg.vector_norm(emb_i, dim=1).square()  # 1 (0 where the embedding is 0)
-            w = torch.cat((self_sim, sims)).softmax(dim=0).unsqueeze(1)  # [N + 1, 1, h, w]
+            logits = torch.cat((self_sim, sims))
+            if self.temperature is not None:
+                logits = self.temperature(logits)
+            w = logits.softmax(dim=0).unsqueeze(1)  # [N + 1, 1, h, w]
             out.append(w[:1] * mine[:, :c] + (w[1:] * warped[:, :c]).sum(dim=0, keepdim=True))
             flows.append(level_flow)
             weights.append(w)
@@ -327,7 +343,10 @@ class IFFDetector(nn.Module):
     # --- the trainable part -------------------------------------------------
 
     def trainable_modules(self) -> nn.ModuleDict:
-        return nn.ModuleDict({"iff": self.iff, "embeddings": self.embeddings})
+        parts = {"iff": self.iff, "embeddings": self.embeddings}
+        if self.temperature is not None:
+            parts["temperature"] = self.temperature
+        return nn.ModuleDict(parts)
 
     def save_modules(self, path: str | Path) -> None:
         """Save the IFF module and embeddings with the config (not the NanoDet)."""
@@ -343,7 +362,7 @@ class IFFDetector(nn.Module):
         saved = torch.load(Path(path), map_location="cpu", weights_only=True)
         theirs, mine = IFFConfig.from_saved(saved["config"]), self.config
         shape_fields = ("module", "flow_level", "flow_channels", "fusion_channels", "max_displacement",
-                        "correlation_stride", "embed_channels")  # fmt: skip
+                        "correlation_stride", "embed_channels", "learn_temperature")  # fmt: skip
         diff = [f"{f}={getattr(theirs, f)!r}" for f in shape_fields if getattr(theirs, f) != getattr(mine, f)]
         if diff:
             raise ValueError(f"{path}: saved for another IFFConfig ({', '.join(diff)})")
