@@ -100,8 +100,8 @@ def test_fresh_modules_on_a_still_scene_give_the_per_frame_detector(nanodet):
     assert all(torch.allclose(w.sum(0), torch.ones_like(w[0])) for w in agg.weights)
 
 
-def _reference_aggregate(model, current, neighbours, flows):
-    """Per position and per frame: bilinear sample by hand, cosine, softmax, weighted sum."""
+def _reference_aggregate(model, current, neighbours, flows, scale=1.0):
+    """Per position and per frame: bilinear sample by hand, cosine (times ``scale``), softmax, weighted sum."""
     c = current.channels
     out = []
     for level, (mine, theirs) in enumerate(zip(current.levels, neighbours.levels)):
@@ -123,7 +123,7 @@ def _reference_aggregate(model, current, neighbours, flows):
                     samples.append(value)
                 emb_i = mine[0, c:, y, x].double()
                 sims = [emb_i.dot(emb_i)] + [emb_i.dot(s[c:]) / s[c:].norm().clamp(min=1e-8) for s in samples]
-                weights = torch.stack(sims).softmax(0)
+                weights = (torch.stack(sims) * scale).softmax(0)
                 feats = [mine[0, :c, y, x].double()] + [s[:c] for s in samples]
                 result[0, :, y, x] = sum(wk * fk for wk, fk in zip(weights, feats))
         out.append(result)
@@ -142,6 +142,25 @@ def test_aggregation_equals_a_per_position_reference(nanodet):
     ref = _reference_aggregate(model, current, neighbours, agg.flows)
     for fast, slow in zip(agg.features, ref):
         torch.testing.assert_close(fast.double(), slow, atol=1e-4, rtol=1e-4)
+
+
+def test_learned_temperature_scales_the_cosines_and_is_saved(nanodet, tmp_path):
+    model = _randomise(build_iff(nanodet, IFFConfig(learn_temperature=True, window=2)), seed=5)
+    model.temperature.log_scale.data = torch.tensor(math.log(3.0))
+    model.iff.flow.bias.data = torch.tensor([0.3, 0.6])
+    x = torch.randn(3, 3, 64, 96)
+    with torch.no_grad():
+        ff = model.frame_features(x)
+        current, neighbours = ff.select([1]), ff.select([0, 2])
+        agg = model.aggregate(current, neighbours)
+    for fast, slow in zip(agg.features, _reference_aggregate(model, current, neighbours, agg.flows, scale=3.0)):
+        torch.testing.assert_close(fast.double(), slow, atol=1e-4, rtol=1e-4)
+    model.save_modules(tmp_path / "t.pt")
+    again = build_iff(nanodet, IFFConfig(learn_temperature=True))
+    again.load_modules(tmp_path / "t.pt")
+    assert math.isclose(float(again.temperature.log_scale.detach().exp()), 3.0, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="learn_temperature"):
+        build_iff(nanodet, IFFConfig()).load_modules(tmp_path / "t.pt")
 
 
 def test_aggregation_gradients_reach_the_modules(nanodet):
