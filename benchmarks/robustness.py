@@ -1,7 +1,8 @@
 """Robustness on degraded video: AP50 against a clean-clip pseudo ground truth, and frames/s.
 
     python benchmarks/robustness.py [--clips vtest,bikes] [--seed 1000] [--methods frame,frame+seqnms+]
-                                    [--max-frames N] [--out .] [--threads 1]
+                                    [--max-frames N] [--out .] [--threads 1] [--ablation] [--iff-curve]
+    python benchmarks/robustness.py --replot   # redraw docs/speed-accuracy.png from the saved results
 
 Split (issue 3).  Clips come from ../shared/footage (``--footage``), checked
 against the sha256 in its SOURCE.md.  Each clip is split by time: the FIRST
@@ -445,17 +446,19 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError as err:
         raise ImportError("the speed-accuracy plot needs matplotlib: pip install 'vidtag[bench]'") from err
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for r in rows:
+    fig, ax = plt.subplots(figsize=(7.2, 4.8), dpi=120)
+    for k, r in enumerate(sorted(rows, key=lambda r: r["fps"])):
         x, y_all, y_deg = r["fps"], 100 * (r["ap50_degraded_all"] or 0), 100 * (r["ap50_degraded_only"] or 0)
         marker = "o" if r["link"] == "none" else "s"
         ax.scatter([x], [y_all], marker=marker, s=50, color="C0", zorder=3)
         ax.scatter([x], [y_deg], marker=marker, s=50, facecolors="none", edgecolors="C3", zorder=3)
         ax.plot([x, x], [y_deg, y_all], color="0.7", lw=1, zorder=2)
-        label = setting_name(r["method"], r["link"])
-        ax.annotate(label, (x, y_all), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        label = setting_name(r["method"], r["link"]).replace("iff:module=", "iff:")
+        # neighbours on the log axis sit close: alternate the labels above and below
+        ax.annotate(label, (x, y_all), textcoords="offset points", xytext=(5, (5, -11, 14)[k % 3]), fontsize=7)
     # IFF-Net's window curve (advanced module with TRL, no linking): window 4 -> 10 -> 20
     windows = {"iff": 20, **{f"iff:w={w}": w for w in (4, 10)}}
     curve = sorted((windows[r["method"]], r) for r in rows if r["method"] in windows and r["link"] == "none")
@@ -464,18 +467,30 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
                 zorder=1, label="iff, window 4 / 10 / 20")
     ax.scatter([], [], color="C0", label="all frames of the degraded clip")
     ax.scatter([], [], facecolors="none", edgecolors="C3", label="degraded frames only")
-    ax.set_xlabel("frames/s (model + linking, CPU, in-memory frames)")
+    ax.set_xlabel("frames/s, log scale (model + linking, CPU, in-memory frames)")
     ax.set_ylabel("AP50 vs clean-clip pseudo GT (%)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     ax.set_ylim(0, 100)
     xs = [r["fps"] for r in rows]
-    ax.set_xlim(0, max(xs) * 1.35 if xs else 1)
+    ax.set_xscale("log")  # the settings span 0.2x to 2x the per-frame speed
+    if xs:
+        ax.set_xlim(min(xs) / 1.3, max(xs) * 1.6)
+    ax.set_xticks([t for t in (1, 2, 3, 5, 10, 20, 30, 50, 100) if xs and min(xs) / 1.3 <= t <= max(xs) * 1.6])
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_results(results: list[dict], out: Path, clips: list[dict]) -> None:
+    """docs/speed-accuracy.png under ``out``: the methods and IFF-Net's curve (the PSLA ablation stays in the tables)."""
+    pooled_rows = [dict(method=r["method"], link=r["link"], **r["pooled"]) for r in results
+                   if ":" not in r["method"] or r["method"].startswith("iff:")]
+    plot(pooled_rows, out / "docs" / "speed-accuracy.png", "degraded held-out " + " + ".join(c["file"] for c in clips))
 
 
 def write_md(path: Path, lines: list[str]) -> None:
@@ -504,8 +519,15 @@ def main() -> None:
     parser.add_argument("--diag-conf", type=float, default=0.05, help="conf of one extra per-frame pass on the degraded clips that shows what a lower threshold leaves for linking; 0 skips it (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
     parser.add_argument("--ablation", action="store_true", help="add the PSLA ablation rows (paper Table 5 on our data): " + ", ".join(ABLATION))
+    parser.add_argument("--replot", action="store_true", help="only redraw docs/speed-accuracy.png from benchmarks/results/robustness.json under --out")
     parser.add_argument("--iff-curve", action="store_true", help="add IFF-Net's speed-accuracy rows: " + ", ".join(IFF_CURVE))
     args = parser.parse_args()
+
+    if args.replot:
+        record = json.loads((Path(args.out) / "benchmarks" / "results" / "robustness.json").read_text())
+        plot_results(record["results"], Path(args.out), list(record["split"].values()))
+        print(f"wrote {Path(args.out) / 'docs' / 'speed-accuracy.png'}")
+        return
 
     import torch
 
@@ -860,10 +882,7 @@ def main() -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(record, indent=1) + "\n")
     write_md(out / "benchmarks" / "RESULTS-robustness.md", ["## Robustness: degraded held-out footage", "", *lines])
-    # the plot shows the methods and IFF-Net's curve; the PSLA ablation variants stay in the tables
-    pooled_rows = [dict(method=r["method"], link=r["link"], **r["pooled"]) for r in results
-                   if ":" not in r["method"] or r["method"].startswith("iff:")]
-    plot(pooled_rows, out / "docs" / "speed-accuracy.png", "degraded held-out " + " + ".join(c.clip.file for c in clips))
+    plot_results(results, out, [{"file": c.clip.file} for c in clips])
     print(f"\nwrote {json_path}, {out / 'benchmarks' / 'RESULTS-robustness.md'}, {out / 'docs' / 'speed-accuracy.png'}")
 
 
