@@ -43,6 +43,13 @@ class DetectOptions:
     classes: frozenset[int] | None = None
     imgsz: int = 416
 
+    def postprocess(self, output, box_map) -> list[Detections]:
+        """Network output (NanoDetOutput, B frames) -> B Detections in source pixels, with these thresholds."""
+        from vidtag.models.nanodet import postprocess
+
+        return postprocess(output, box_map, conf_threshold=self.conf, iou_threshold=self.iou,
+                           max_det=self.max_det, classes=self.classes)
+
 
 class FrameDetector:
     """Per-frame detection: NanoDet-g on every frame independently.
@@ -65,19 +72,10 @@ class FrameDetector:
     @torch.inference_mode()
     def detect_frames(self, frames: torch.Tensor) -> list[Detections]:
         """frames (uint8 Tensor[B, H, W, 3], RGB) -> B Detections in source pixels."""
-        from vidtag.models.nanodet import postprocess
         from vidtag.models.preprocess import letterbox
 
         x, box_map = letterbox(frames.to(self.device, non_blocking=True), self.options.imgsz)
-        output = self.model(x)
-        return postprocess(
-            output,
-            box_map,
-            conf_threshold=self.options.conf,
-            iou_threshold=self.options.iou,
-            max_det=self.options.max_det,
-            classes=self.options.classes,
-        )
+        return self.options.postprocess(self.model(x), box_map)
 
     def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
         """Yield one Detections per frame of ``chunks``, in order."""

@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidtag.models import modules_file
 from vidtag.models.nanodet import NanoDet, NanoDetOutput
 from vidtag.ops.flow import correlation, warp
 from vidtag.types import Detections, FrameChunk
@@ -348,25 +349,21 @@ class IFFDetector(nn.Module):
             parts["temperature"] = self.temperature
         return nn.ModuleDict(parts)
 
+    SHAPE_FIELDS = ("module", "flow_level", "flow_channels", "fusion_channels", "max_displacement",
+                    "correlation_stride", "embed_channels", "learn_temperature")  # fmt: skip
+    """The config fields a modules file must share with the model it is loaded into."""
+
     def save_modules(self, path: str | Path) -> None:
         """Save the IFF module and embeddings with the config (not the NanoDet)."""
-        state = {k: v.detach().cpu() for k, v in self.trainable_modules().state_dict().items()}
-        torch.save({"config": asdict(self.config), "state_dict": state}, Path(path))
+        modules_file.save_modules(self, path)
 
     def load_modules(self, path: str | Path) -> None:
-        """Load what :meth:`save_modules` wrote.
+        """Load what :meth:`save_modules` wrote; the configs must agree on :attr:`SHAPE_FIELDS`.
 
         Raises:
             ValueError: the file was saved for another module shape.
         """
-        saved = torch.load(Path(path), map_location="cpu", weights_only=True)
-        theirs, mine = IFFConfig.from_saved(saved["config"]), self.config
-        shape_fields = ("module", "flow_level", "flow_channels", "fusion_channels", "max_displacement",
-                        "correlation_stride", "embed_channels", "learn_temperature")  # fmt: skip
-        diff = [f"{f}={getattr(theirs, f)!r}" for f in shape_fields if getattr(theirs, f) != getattr(mine, f)]
-        if diff:
-            raise ValueError(f"{path}: saved for another IFFConfig ({', '.join(diff)})")
-        self.trainable_modules().load_state_dict(saved["state_dict"])
+        modules_file.load_modules(self, path, self.SHAPE_FIELDS)
 
 
 def build_iff(detector: NanoDet, config: IFFConfig | None = None) -> IFFDetector:
@@ -461,7 +458,7 @@ class IFFVideoDetector:
         self.classes = classes
         self.options = options
         self.device = torch.device(device)
-        self.ring = FeatureRing(model.config.window + 1)
+        self.ring: FeatureRing | None = None  # the current video's features; set by run()
 
     @torch.inference_mode()
     def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
@@ -491,18 +488,8 @@ class IFFVideoDetector:
             emitted += 1
 
     def _detect(self, t: int, num_frames: int | None, box) -> Detections:
-        from vidtag.models.nanodet import postprocess
-
         radius = self.model.config.radius
         last = self.ring.next_index - 1 if num_frames is None else num_frames - 1
         neighbours = window_indices(t, last + 1, radius)
         agg = self.model.aggregate(self.ring.gather([t]), self.ring.gather(neighbours))
-        output = self.model.predict(agg.features)
-        return postprocess(
-            output,
-            box,
-            conf_threshold=self.options.conf,
-            iou_threshold=self.options.iou,
-            max_det=self.options.max_det,
-            classes=self.options.classes,
-        )[0]
+        return self.options.postprocess(self.model.predict(agg.features), box)[0]

@@ -53,7 +53,7 @@ of a segment before its key frame wait for it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidtag.models import modules_file
 from vidtag.models.nanodet import NanoDet, NanoDetOutput
 from vidtag.ops.pointwise import pointwise, pointwise_pair
 from vidtag.ops.sampling import PSLA
@@ -493,30 +494,21 @@ class PSLADetector(nn.Module):
             parts["quality_nets"] = self.quality_nets
         return nn.ModuleDict(parts)
 
+    SHAPE_FIELDS = ("embed_channels", "split_stage", "feature", "levels", "fusion_channels",
+                    "fusion_mid_channels", "transform_channels", "use_rfu", "use_denseft", "nonkey_affinity")  # fmt: skip
+    """The config fields a modules file must share with the model it is loaded into."""
+
     def save_modules(self, path: str | Path) -> None:
         """Save the new modules' state dict and the config (not the NanoDet weights)."""
-        state = {k: v.detach().cpu() for k, v in self.trainable_modules().state_dict().items()}
-        torch.save({"config": asdict(self.config), "state_dict": state}, Path(path))
+        modules_file.save_modules(self, path)
 
     def load_modules(self, path: str | Path) -> None:
-        """Load what :meth:`save_modules` wrote; the configs must agree on every shape-relevant field.
+        """Load what :meth:`save_modules` wrote; the configs must agree on :attr:`SHAPE_FIELDS`.
 
         Raises:
             ValueError: the file was saved for another configuration.
         """
-        saved = torch.load(Path(path), map_location="cpu", weights_only=True)
-        mine = asdict(self.config)
-        shape_fields = ("embed_channels", "split_stage", "feature", "levels", "fusion_channels",
-                        "fusion_mid_channels", "transform_channels", "use_rfu", "use_denseft", "nonkey_affinity")  # fmt: skip
-        theirs = asdict(PSLAConfig.from_saved(saved["config"]))
-        diff = [f"{f}={theirs.get(f)!r}" for f in shape_fields if _as_tuple(theirs.get(f)) != _as_tuple(mine[f])]
-        if diff:
-            raise ValueError(f"{path}: saved for another PSLAConfig ({', '.join(diff)})")
-        self.trainable_modules().load_state_dict(saved["state_dict"])
-
-
-def _as_tuple(value):
-    return tuple(value) if isinstance(value, (list, tuple)) else value
+        modules_file.load_modules(self, path, self.SHAPE_FIELDS)
 
 
 def _take(output: NanoDetOutput, row: int) -> NanoDetOutput:
@@ -620,7 +612,6 @@ class PSLAVideoDetector:
 
     @torch.inference_mode()
     def _run_segment(self) -> list[Detections]:
-        from vidtag.models.nanodet import postprocess
         from vidtag.models.preprocess import letterbox
 
         state = self.state
@@ -638,14 +629,7 @@ class PSLAVideoDetector:
         outputs, state.memory = self.model.forward_segment(x, key, state.memory)
         results: list[Detections | None] = [None] * n
         for rows, output in zip([key, [i for i in range(n) if i != key]], outputs):
-            dets = postprocess(
-                output,
-                box,
-                conf_threshold=self.options.conf,
-                iou_threshold=self.options.iou,
-                max_det=self.options.max_det,
-                classes=self.options.classes,
-            )
+            dets = self.options.postprocess(output, box)
             for row, d in zip([rows] if isinstance(rows, int) else rows, dets):
                 results[row] = d
         return results
