@@ -34,6 +34,7 @@ from torch import Tensor
 
 from vidtag.models.iff import IFFConfig, IFFDetector, build_iff
 from vidtag.models.nanodet import NanoDet
+from vidtag.ops.flow import warp
 from vidtag.train.data import MAX_TRAIN_SEED, VideoFrames, draw_frame, make_clip_pair
 from vidtag.train.loop import TrainResult, check_schedule, crop_targets, finish_training, prepare_training, seeded_model, to_input
 from vidtag.train.losses import LossWeights, distillation_loss, transformation_residual_loss
@@ -134,8 +135,6 @@ def window_clip_loss(model: IFFDetector, clip: WindowClip, videos: list[VideoFra
 
         h, w = degraded.shape[1:3]
         parts = detection_loss(output, [crop_targets(targets.get(clip.current), affines[row], w, h, config.imgsz)])
-    from vidtag.ops.flow import warp
-
     warped = [warp(f[others], flow) for f, flow in zip(clean_feats, agg.flows)]
     parts["trl"] = transformation_residual_loss(warped, [f[row : row + 1] for f in clean_feats])
     parts["total"] = parts["total"] + config.iff.trl_weight * parts["trl"]
