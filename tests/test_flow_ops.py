@@ -49,6 +49,20 @@ def test_correlation_matches_reference_values_and_gradients(d, s):
         torch.testing.assert_close(x, y)
 
 
+def test_correlation_broadcasts_a_single_current_frame():
+    torch.manual_seed(1)
+    a = torch.randn(1, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    fast = correlation(a, b, 4, 2)
+    ref = correlation_reference(a.expand(3, -1, -1, -1), b, 4, 2)
+    torch.testing.assert_close(fast, ref)
+    grad = torch.randn_like(ref)
+    for x, y in zip(torch.autograd.grad(fast, (a, b), grad), torch.autograd.grad(ref, (a, b), grad)):
+        torch.testing.assert_close(x, y)
+    with pytest.raises(ValueError, match="one size"):
+        correlation(torch.randn(2, 4, 5, 6), b)
+
+
 def test_correlation_peaks_at_the_true_displacement():
     torch.manual_seed(0)
     second = torch.randn(1, 16, 12, 12)

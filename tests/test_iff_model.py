@@ -144,6 +144,25 @@ def test_aggregation_equals_a_per_position_reference(nanodet):
         torch.testing.assert_close(fast.double(), slow, atol=1e-4, rtol=1e-4)
 
 
+def test_neighbour_counts_weigh_as_repeats(nanodet):
+    """A neighbour with count k aggregates exactly as k copies of it (what training's match_window relies on)."""
+    model = _randomise(build_iff(nanodet, IFFConfig(learn_temperature=True)), seed=4)
+    model.temperature.log_scale.data = torch.tensor(math.log(2.5))
+    model.iff.flow.bias.data = torch.tensor([-0.4, 1.1])
+    x = torch.randn(3, 3, 64, 96)
+    with torch.no_grad():
+        ff = model.frame_features(x)
+        counted = model.aggregate(ff.select([1]), ff.select([0, 2]), torch.tensor([3.0, 2.0]))
+        repeated = model.aggregate(ff.select([1]), ff.select([0, 0, 0, 2, 2]))
+        plain = model.aggregate(ff.select([1]), ff.select([0, 2]))
+    for a, b, c in zip(counted.features, repeated.features, plain.features):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        assert (a - c).abs().max() > 1e-3  # the counts change the result
+    for w_counted, w_repeated in zip(counted.weights, repeated.weights):
+        torch.testing.assert_close(w_counted[0], w_repeated[0], atol=1e-6, rtol=1e-5)  # the current frame's share
+        torch.testing.assert_close(w_counted[1], w_repeated[1:4].sum(0), atol=1e-6, rtol=1e-5)
+
+
 def test_learned_temperature_scales_the_cosines_and_is_saved(nanodet, tmp_path):
     model = _randomise(build_iff(nanodet, IFFConfig(learn_temperature=True, window=2)), seed=5)
     model.temperature.log_scale.data = torch.tensor(math.log(3.0))

@@ -369,6 +369,7 @@ def train_psla_command(videos, output, ranges, steps, time_limit, imgsz, seed, t
 @click.option("--module", type=click.Choice(("advanced", "basic")), default="advanced", show_default=True, help="IFF module to train.")
 @click.option("--trl", type=click.FloatRange(min=0), default=0.65, show_default=True, help="Weight (lambda) of the transformation residual loss; 0 turns it off.")
 @click.option("--learn-temperature", is_flag=True, help="Learn a scale on the FGFA cosine similarities (the paper has none).")
+@click.option("--match-window", is_flag=True, help="Weigh each of the 2 drawn neighbours as window/2 frames in the softmax, as the test window weighs them.")
 @click.option("--steps", type=click.IntRange(min=1), default=1500, show_default=True, help="Optimiser steps (2 samples of 3 frames each).")
 @click.option("--time-limit", type=click.FloatRange(min=1), default=None, help="Stop after this many seconds (the schedule is kept).")
 @click.option("--imgsz", type=int, default=416, show_default=True, help="Training input size (longest side), multiple of 32.")
@@ -376,7 +377,7 @@ def train_psla_command(videos, output, ranges, steps, time_limit, imgsz, seed, t
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [default: torch's].")
 @click.option("--labels", type=click.Path(exists=True, path_type=Path), default=None, help="CocoVID JSON / ImageNet VID folder for a detection loss instead of distillation.")
 @handle_errors
-def train_iff_command(videos, output, ranges, module, trl, learn_temperature, steps, time_limit, imgsz, seed, threads, labels):
+def train_iff_command(videos, output, ranges, module, trl, learn_temperature, match_window, steps, time_limit, imgsz, seed, threads, labels):
     """Train the IFF-Net modules (feature flow + aggregation) on VIDEOS, no labels needed.
 
     Each step warps two random neighbours from +-10 frames onto a frame.  The
@@ -391,7 +392,7 @@ def train_iff_command(videos, output, ranges, module, trl, learn_temperature, st
     name = "iff" + ("-basic" if module == "basic" else "") + ("-notrl" if trl == 0 else "") + "-nanodet-g"
     config = IFFTrainConfig(
         videos=tuple(str(v) for v in videos), frames=frames, steps=steps, imgsz=imgsz, seed=seed, threads=threads,
-        time_limit_s=time_limit, labels=str(labels) if labels else None, log_every=25,
+        time_limit_s=time_limit, labels=str(labels) if labels else None, log_every=25, match_window=match_window,
         iff=IFFConfig(module=module, trl_weight=trl, learn_temperature=learn_temperature), checkpoint=str(output / f"{name}.pt"), checkpoint_every=200,
     )
     _train_and_report("iff", train_iff, config, output, name)

@@ -174,7 +174,7 @@ class AdvancedIFF(nn.Module):
     def forward(self, current: Tensor, neighbours: Tensor) -> Tensor:
         """current (Tensor[1, c, h, w]) and neighbours (Tensor[N, c, h, w]), both EB-1
         outputs -> flow ``M_{j->i}`` (Tensor[N, 2, h, w], (dx, dy) in cells)."""
-        corr = correlation(current.expand_as(neighbours), neighbours, self.max_displacement, self.stride)
+        corr = correlation(current, neighbours, self.max_displacement, self.stride)
         fused = self.act(self.corr_conv(corr)) + self.eb2(current)
         return self.flow(self.act(self.fuse(fused)))
 
@@ -298,13 +298,19 @@ class IFFDetector(nn.Module):
         levels = [torch.cat((f, F.normalize(net(f), dim=1)), dim=1) for net, f in zip(self.embeddings, features)]
         return FrameFeatures(levels, self.iff.encode(features[self.config.flow_level]), features[0].shape[1])
 
-    def aggregate(self, current: FrameFeatures, neighbours: FrameFeatures) -> Aggregated:
+    def aggregate(self, current: FrameFeatures, neighbours: FrameFeatures, counts: Tensor | None = None) -> Aggregated:
         """Warp N neighbours onto the current frame and take the FGFA weighted sum.
 
         Args:
             current: one frame (batch 1).
             neighbours: N frames (repeats allowed: each counts in the softmax);
                 N = 0 returns the current frame's features.
+            counts: Tensor[N] > 0, how many frames of the window each neighbour
+                stands for: a neighbour with count k weighs exactly as k copies
+                of it would (``log k`` is added to its logits).  Training draws
+                2 neighbours of a 20-frame window and gives each a count of 10,
+                so the current frame's share is the one it gets at test time.
+                None: 1 each.
         """
         if len(current) != 1:
             raise ValueError(f"aggregate takes one current frame, got {len(current)}")
@@ -327,6 +333,8 @@ class IFFDetector(nn.Module):
             logits = torch.cat((self_sim, sims))
             if self.temperature is not None:
                 logits = self.temperature(logits)
+            if counts is not None:
+                logits = torch.cat((logits[:1], logits[1:] + counts.log().view(-1, 1, 1)))
             w = logits.softmax(dim=0).unsqueeze(1)  # [N + 1, 1, h, w]
             out.append(w[:1] * mine[:, :c] + (w[1:] * warped[:, :c]).sum(dim=0, keepdim=True))
             flows.append(level_flow)

@@ -9,7 +9,11 @@ seeds below 1000).  For each sample:
 1. teacher: NanoDet-g on the *clean* frames: the current frame's head output
    and head features (the distillation targets) and every frame's neck features;
 2. student, on the *degraded* frames: per-frame features, the IFF flow of each
-   neighbour, FGFA aggregation, NanoDet's head;
+   neighbour, FGFA aggregation, NanoDet's head.  With ``match_window`` each of
+   the N drawn neighbours counts as ``window / N`` frames in the softmax (an
+   unbiased stand-in for the test window's sum over 20 neighbours), so the
+   current frame's weight is learnt at the share it has at test time; the
+   paper's recipe (off) trains a softmax over 3 frames and tests one over 21;
 3. loss: :func:`vidtag.train.losses.distillation_loss` on the current frame,
    plus ``trl_weight`` (lambda, 0.65) times the TRL
    (:func:`vidtag.train.losses.transformation_residual_loss`): each clean
@@ -95,6 +99,7 @@ class IFFTrainConfig:
     camera_motion: bool = True
     radius: int = 10  # neighbours drawn from [t - radius, t + radius] (paper 10)
     neighbours: int = 2  # per sample (paper 2)
+    match_window: bool = False  # each sampled neighbour counts as iff.window / neighbours frames in the softmax
     base_weights: str = "nanodet-g-coco"
     threads: int | None = None
     log_every: int = 10
@@ -122,7 +127,10 @@ def window_clip_loss(model: IFFDetector, clip: WindowClip, videos: list[VideoFra
     with torch.no_grad():
         clean_feats = model.neck_features(x_clean)
     student = model.frame_features(x_deg)
-    agg = model.aggregate(student.select([row]), student.select(others))
+    counts = None
+    if config.match_window:
+        counts = torch.full((len(others),), config.iff.window / len(others))
+    agg = model.aggregate(student.select([row]), student.select(others), counts)
     head_feats = model.head_features(agg.features)
     output = model.detector.head.predict(head_feats)
     if targets is None:
