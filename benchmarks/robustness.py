@@ -263,14 +263,17 @@ def recall_ceiling(pred, gt, iou: float = 0.5) -> np.ndarray:
 VARIANT_KEYS = {
     "psla": {"d": ("max_displacement", int), "k": ("key_interval", int), "rfu": ("use_rfu", lambda v: v == "1"),
              "denseft": ("use_denseft", lambda v: v == "1"), "scale": ("displacement_scaling", str)},
-    "iff": {"w": ("window", int), "module": ("module", str), "trl": ("trl", lambda v: v == "1")},
+    "iff": {"w": ("window", int), "module": ("module", str), "trl": ("trl", lambda v: v == "1"), "modules": ("modules", str)},
 }
 # Table 5 of the paper on our data: PSLA alone, + RFU, + DenseFT (= psla), then d = 2..5 (d = 4 is psla).
 # Then the same reach at every level or not (PSLAConfig.displacement_scaling); one of the two is psla itself.
 ABLATION = ("psla:rfu=0:denseft=0", "psla:denseft=0", "psla:d=2", "psla:d=3", "psla:d=5", "psla:scale=none", "psla:scale=stride")
 # IFF-Net's speed-accuracy curve: window 4 / 10 / 20 (= iff), and the paper's Table 2 rows (IFF-Net-A: basic
-# module without TRL, -B: basic with TRL, -C: advanced with TRL = iff).
-IFF_CURVE = ("iff:w=4", "iff:w=10", "iff:module=basic", "iff:module=basic:trl=0")
+# module without TRL, -B: basic with TRL, -C: advanced with TRL = iff) plus the advanced module without TRL;
+# then the training recipe: the paper's (modules=paper: 3-frame softmax, no temperature) and the learned
+# temperature without the window-matched softmax (modules=temperature).
+IFF_CURVE = ("iff:w=4", "iff:w=10", "iff:module=basic", "iff:module=basic:trl=0", "iff:trl=0",
+             "iff:modules=paper", "iff:modules=temperature")
 
 
 def parse_variant(spec: str) -> tuple[str, dict]:
@@ -298,6 +301,9 @@ def build_variant(spec: str, options, device):
     weights = None
     if variant.pop("trl", True) is False:  # the same module trained without TRL: '-notrl' before '-nanodet-g'
         weights = default_weights_dir() / IFF_WEIGHTS[variant.get("module", "advanced")].replace("-nanodet-g", "-notrl-nanodet-g")
+    recipe = variant.pop("modules", None)
+    if recipe is not None:  # other shipped modules of the same shape: weights/iff-<recipe>-nanodet-g.json
+        weights = default_weights_dir() / f"iff-{recipe}-nanodet-g.json"
     return build_detector(base, None, options, device, iff_options=variant or None, iff_weights=weights)[0]
 
 
@@ -487,9 +493,10 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def plot_results(results: list[dict], out: Path, clips: list[dict]) -> None:
-    """docs/speed-accuracy.png under ``out``: the methods and IFF-Net's curve (the PSLA ablation stays in the tables)."""
+    """docs/speed-accuracy.png under ``out``: the methods and IFF-Net's curve (the PSLA ablation and the IFF
+    training recipes stay in the tables)."""
     pooled_rows = [dict(method=r["method"], link=r["link"], **r["pooled"]) for r in results
-                   if ":" not in r["method"] or r["method"].startswith("iff:")]
+                   if ":" not in r["method"] or (r["method"].startswith("iff:") and "modules=" not in r["method"])]
     plot(pooled_rows, out / "docs" / "speed-accuracy.png", "degraded held-out " + " + ".join(c["file"] for c in clips))
 
 
@@ -568,7 +575,8 @@ def main() -> None:
     # a variant that only restates the shipped config (e.g. psla:scale=stride) is psla itself: not run twice
     for m in [m for m in detectors if ":" in m]:
         base = parse_variant(m)[0]
-        if base in detectors and getattr(detectors[m], "model", None) is not None and detectors[m].model.config == detectors[base].model.config:
+        same_config = getattr(detectors[m], "model", None) is not None and base in detectors and detectors[m].model.config == detectors[base].model.config
+        if same_config and getattr(detectors[m], "modules_file", None) == getattr(detectors[base], "modules_file", None):
             notes.append(f"{m}: the shipped {base} setting itself, see the {base} row")
             del detectors[m]
     settings = [s for s in settings if s[0] in detectors]

@@ -328,6 +328,27 @@ def test_tiny_iff_run_trains_only_the_new_modules_and_is_seeded(nanodet, clip_pa
     assert "IFFDetector.load_modules" in manifest["format"]
 
 
+@pytest.mark.parametrize("match_window, window, expected", [(True, 20, [10.0, 10.0]), (True, 6, [3.0, 3.0]), (False, 20, None)])
+def test_match_window_gives_each_drawn_neighbour_its_share_of_the_window(nanodet, clip_path, match_window, window, expected):
+    from vidtag.models.iff import IFFDetector
+    from vidtag.train.data import load_frames
+    from vidtag.train.iff import build_iff_student, sample_window_clip, window_clip_loss
+
+    cfg = _tiny(clip_path, match_window=match_window, iff=IFFConfig(window=window))
+    model = build_iff_student(cfg, nanodet)
+    seen = []
+
+    def recording(self, current, neighbours, counts=None):
+        seen.append(None if counts is None else counts.tolist())
+        return IFFDetector.aggregate(self, current, neighbours, counts)
+
+    model.aggregate = recording.__get__(model)
+    videos = [load_frames(str(clip_path), 0, 24, 64)]
+    clip = sample_window_clip(np.random.default_rng(0), [24], radius=window // 2)
+    parts = window_clip_loss(model, clip, videos, cfg)
+    assert seen == [expected] and bool(torch.isfinite(parts["total"].detach()))
+
+
 def test_labelled_iff_training_uses_the_detection_loss(nanodet, clip_path, tmp_path):
     from tests.test_train import _cocovid
     from vidtag.train.iff import train_iff

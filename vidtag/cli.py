@@ -368,8 +368,8 @@ def train_psla_command(videos, output, ranges, steps, time_limit, imgsz, seed, t
 @click.option("--frames", "ranges", multiple=True, help="START:STOP frames to train on, one per video in order [default: every frame].")
 @click.option("--module", type=click.Choice(("advanced", "basic")), default="advanced", show_default=True, help="IFF module to train.")
 @click.option("--trl", type=click.FloatRange(min=0), default=0.65, show_default=True, help="Weight (lambda) of the transformation residual loss; 0 turns it off.")
-@click.option("--learn-temperature", is_flag=True, help="Learn a scale on the FGFA cosine similarities (the paper has none).")
-@click.option("--match-window", is_flag=True, help="Weigh each of the 2 drawn neighbours as window/2 frames in the softmax, as the test window weighs them.")
+@click.option("--learn-temperature/--no-learn-temperature", default=True, show_default=True, help="Learn a scale on the FGFA cosine similarities (the paper has none).")
+@click.option("--match-window/--no-match-window", default=True, show_default=True, help="Weigh each of the 2 drawn neighbours as 10 frames in the softmax, as the 20-frame test window weighs them (off: the paper's 3-frame softmax).")
 @click.option("--steps", type=click.IntRange(min=1), default=1500, show_default=True, help="Optimiser steps (2 samples of 3 frames each).")
 @click.option("--time-limit", type=click.FloatRange(min=1), default=None, help="Stop after this many seconds (the schedule is kept).")
 @click.option("--imgsz", type=int, default=416, show_default=True, help="Training input size (longest side), multiple of 32.")
@@ -382,7 +382,8 @@ def train_iff_command(videos, output, ranges, module, trl, learn_temperature, ma
 
     Each step warps two random neighbours from +-10 frames onto a frame.  The
     frozen NanoDet-g sees clean frames, the student degraded ones; TRL aligns
-    the warped clean features.  With --labels the student learns from those
+    the warped clean features.  --no-learn-temperature --no-match-window is the
+    paper's recipe.  With --labels the student learns from those
     boxes instead.
     """
     from vidtag.models.iff import IFFConfig

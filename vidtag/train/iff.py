@@ -99,7 +99,7 @@ class IFFTrainConfig:
     camera_motion: bool = True
     radius: int = 10  # neighbours drawn from [t - radius, t + radius] (paper 10)
     neighbours: int = 2  # per sample (paper 2)
-    match_window: bool = False  # each sampled neighbour counts as iff.window / neighbours frames in the softmax
+    match_window: bool = True  # each sampled neighbour counts as iff.window / neighbours frames in the softmax (False: the paper's)
     base_weights: str = "nanodet-g-coco"
     threads: int | None = None
     log_every: int = 10
