@@ -25,6 +25,12 @@ The paper's parts, mapped onto NanoDet (see ``shared/papers/NOTES.md``):
   the same bilinear pass (FGFA embeds each warped feature): 20 embedding
   passes per frame would cost more than the detector.  The cosine is then
   taken with the warped embedding as it is (a blend of unit vectors).
+* Temperature (``learn_temperature``, not in FGFA): the cosines are scaled by
+  one learned factor before the softmax.  Cosines lie in [-1, 1], so without
+  it the current frame (cosine 1 with itself) can never take much more than
+  1/21 of the weight when 20 aligned neighbours look alike; the shipped
+  modules learn it, together with the window-matched training softmax
+  (``aggregate(counts=)``, :mod:`vidtag.train.iff`).
 * Window (``window`` neighbours, default 20 = +-10): frames before the first
   and after the last are the first and last frame repeated, and each repeat
   counts in the softmax.  ``window = 0`` is the per-frame detector exactly.
