@@ -456,15 +456,28 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     except ImportError as err:
         raise ImportError("the speed-accuracy plot needs matplotlib: pip install 'vidtag[bench]'") from err
     fig, ax = plt.subplots(figsize=(7.2, 4.8), dpi=120)
-    for k, r in enumerate(sorted(rows, key=lambda r: r["fps"])):
+    placed = []  # (fps, label height in AP50 units) of the labels drawn so far
+
+    def label_offset(x: float, y: float) -> int:
+        """Vertical offset (points) for a label at (x, y) that keeps clear of labels already near x."""
+        near = [h for px, h in placed if max(px, x) / min(px, x) < 1.25]
+        for dy in (5, -11, 14, -20, 23, -29):
+            h = y + dy / 3.0  # about 3 points per AP50 unit at this figure size
+            if all(abs(h - other) > 3.5 for other in near):
+                placed.append((x, h))
+                return dy
+        placed.append((x, y + 5 / 3.0))
+        return 5
+
+    for r in sorted(rows, key=lambda r: r["fps"]):
         x, y_all, y_deg = r["fps"], 100 * (r["ap50_degraded_all"] or 0), 100 * (r["ap50_degraded_only"] or 0)
         marker = "o" if r["link"] == "none" else "s"
         ax.scatter([x], [y_all], marker=marker, s=50, color="C0", zorder=3)
         ax.scatter([x], [y_deg], marker=marker, s=50, facecolors="none", edgecolors="C3", zorder=3)
         ax.plot([x, x], [y_deg, y_all], color="0.7", lw=1, zorder=2)
         label = setting_name(r["method"], r["link"]).replace("iff:module=", "iff:")
-        # neighbours on the log axis sit close: alternate the labels above and below
-        ax.annotate(label, (x, y_all), textcoords="offset points", xytext=(5, (5, -11, 14)[k % 3]), fontsize=7)
+        # neighbours on the log axis sit close: move a label up or down until it clears its neighbours'
+        ax.annotate(label, (x, y_all), textcoords="offset points", xytext=(5, label_offset(x, y_all)), fontsize=7)
     # IFF-Net's window curve (advanced module with TRL, no linking): window 4 -> 10 -> 20
     windows = {"iff": 20, **{f"iff:w={w}": w for w in (4, 10)}}
     curve = sorted((windows[r["method"]], r) for r in rows if r["method"] in windows and r["link"] == "none")
