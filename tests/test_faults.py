@@ -44,6 +44,12 @@ def run_cli(*args, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(vidtag_command(*args), capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
+def start_detect(videos: Path, out: Path, log: Path) -> subprocess.Popen:
+    """Start ``vidtag detect VIDEOS -o OUT`` in the background, its stderr going to ``log``."""
+    with open(log, "w") as stderr:
+        return subprocess.Popen(vidtag_command("detect", videos, "-o", out, *FAST), stdout=subprocess.DEVNULL, stderr=stderr)
+
+
 def record_counts(scenario: str, tried: int, passed: int, detail: str = "") -> None:
     """Note a scenario's case counts for benchmarks/fault_counts.py (when it asks)."""
     target = os.environ.get("VIDTAG_FAULT_COUNTS")
@@ -68,11 +74,8 @@ def make_folder(folder: Path, n: int, frames: int, width: int = 160, height: int
 
 def test_sigkill_mid_batch_then_rerun_finishes_everything(tmp_path):
     videos = make_folder(tmp_path / "videos", n=4, frames=48)
-    out = tmp_path / "out"
-    log = tmp_path / "killed.log"
-    with open(log, "w") as stderr:
-        proc = subprocess.Popen(vidtag_command("detect", tmp_path / "videos", "-o", out, *FAST),
-                                stdout=subprocess.DEVNULL, stderr=stderr)
+    out, log = tmp_path / "out", tmp_path / "killed.log"
+    proc = start_detect(tmp_path / "videos", out, log)
     done_at_kill, staging_at_kill = _kill_mid_batch(proc, out, log, deadline_s=90)
     assert proc.returncode == -signal.SIGKILL
     assert 1 <= len(done_at_kill) < len(videos), done_at_kill
@@ -268,11 +271,8 @@ def test_injected_enospc_names_the_file_and_leaves_nothing(tmp_path, clip, fake_
 
 def test_two_runs_into_one_folder_the_second_is_refused(tmp_path):
     videos = make_folder(tmp_path / "videos", n=3, frames=30)
-    out = tmp_path / "out"
-    log = tmp_path / "first.log"
-    with open(log, "w") as stderr:
-        first = subprocess.Popen(vidtag_command("detect", tmp_path / "videos", "-o", out, *FAST),
-                                 stdout=subprocess.DEVNULL, stderr=stderr)
+    out, log = tmp_path / "out", tmp_path / "first.log"
+    first = start_detect(tmp_path / "videos", out, log)
     try:
         lock = out / LOCK_NAME
         deadline = time.monotonic() + 90

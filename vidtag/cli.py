@@ -190,9 +190,7 @@ class BatchProgress:
                 self.console.print(f"[{self.index}/{self.total}] {_plain(task.path)}")
         else:
             status = record["status"]
-            line = {"done": f"done: {record['frames']} frames, {record['fps']} frames/s",
-                    "skipped": "skipped: already done with the same options",
-                    "failed": f"[red]failed[/red]: {_plain(record['error'])}"}[status]
+            line = _record_line(record)
             if self._progress is not None:
                 self._progress.advance(self._batch)
                 if self._video is not None and status != "done":
@@ -210,10 +208,7 @@ class BatchProgress:
             return
         self.finished += 1
         status = record["status"]
-        line = {"done": f"done: {record['frames']} frames, {record['fps']} frames/s",
-                "skipped": "skipped: already done with the same options",
-                "failed": f"[red]failed[/red]: {_plain(record['error'])}"}[status]
-        line = f"[{self.finished}/{self.total}] {_plain(task.path.name)}: {line}"
+        line = f"[{self.finished}/{self.total}] {_plain(task.path.name)}: {_record_line(record)}"
         if self._progress is not None:
             self._progress.update(self._batch, advance=1, rate=f"{max(0, self.index - self.finished)} in flight")
             self._progress.console.print(line, soft_wrap=True)
@@ -230,6 +225,15 @@ class BatchProgress:
         elif not self.quiet and (time.perf_counter() - self._last_line > 10 or done == total):
             self._last_line = time.perf_counter()
             self.console.print(f"  {stage}: {done}/{total} frames")
+
+
+def _record_line(record: dict) -> str:
+    """What a finished video's record says, as rich markup: done (frames, speed), skipped, or failed (why)."""
+    if record["status"] == "done":
+        return f"done: {record['frames']} frames, {record['fps']} frames/s"
+    if record["status"] == "skipped":
+        return "skipped: already done with the same options"
+    return f"[red]failed[/red]: {_plain(record['error'])}"
 
 
 def _print_summary(console, summary, output, quiet):

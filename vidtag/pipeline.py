@@ -190,10 +190,9 @@ def write_outputs(
                     with open_sink(fmt, staged[fmt], meta) as sink:
                         for i, dets in enumerate(result.detections):
                             sink.write(i, float(result.timestamps[i]), dets)
-            except (OSError, OutputError) as err:
-                raise OutputError(f"{out_dir / staged[fmt].name}: cannot write ({_write_cause(err)})") from err
-            except VideoError as err:  # the encoder's (it names its temporary file), not the source's
-                if _os_error_in(err) is None or not err.path.startswith(str(staging)):
+            except (OSError, OutputError, VideoError) as err:
+                # a VideoError is the encoder's only when it names a staged file and an OS error lies behind it
+                if isinstance(err, VideoError) and (_os_error_in(err) is None or not err.path.startswith(str(staging))):
                     raise
                 raise OutputError(f"{out_dir / staged[fmt].name}: cannot write ({_write_cause(err)})") from err
         final = {fmt: out_dir / p.name for fmt, p in staged.items()}
