@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vidtag.models.nanodet import (
     COCO_CLASSES,
@@ -253,3 +254,14 @@ def test_build_nanodet_random_init_shapes():
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 96))
     assert out.cls_scores.shape == (1, 8 * 12 + 4 * 6 + 2 * 3, 3) and out.box_dists.shape[-1] == 44
+
+
+def test_stem_pools_before_its_activation_with_the_same_values():
+    from vidtag.models.nanodet import Stem
+
+    torch.manual_seed(0)
+    stem = Stem(8, slope=0.1)
+    x = torch.randn(2, 3, 33, 46).contiguous(memory_format=torch.channels_last)  # odd sizes: the pool's padding
+    with torch.no_grad():
+        reference = F.max_pool2d(F.leaky_relu(stem.conv.conv(x), 0.1), 3, 2, 1)  # the graph's order
+        assert torch.equal(stem(x), reference)

@@ -1,14 +1,26 @@
-"""Keep the process heap from growing with video length (glibc only).
+"""glibc malloc settings for a video pipeline: flat memory, no page-fault storm.
 
-Frames are decoded in one thread, drawn in another and encoded in a third.
-With glibc's defaults each thread gets its own arena, the megabytes freed
-across threads stay in those arenas, and the dynamic trim threshold keeps
-them from the OS: benchmarks/bench_memory.py printed growths of 189 to
-968 MB over a 10,000-frame video.  One arena and a fixed 1 MiB trim
-threshold keep it flat (113 MB); vidtag's threads hand over whole frames,
-so they rarely contend for the one arena.  The settings only take effect
-before the first threads and large allocations, so ``import vidtag`` makes
-them; set ``VIDTAG_MALLOC_TUNING=0`` to leave malloc alone.
+Two problems, both from glibc's defaults, both measured:
+
+* Growth.  Frames are decoded in one thread, drawn in another and encoded
+  in a third.  Each thread gets its own arena, and megabytes freed across
+  threads stay in those arenas: benchmarks/bench_memory.py printed growths of
+  189 to 968 MB over a 10,000-frame video.  One arena keeps it flat; vidtag's
+  threads hand over whole frames, so they rarely contend for it.
+* Speed.  Tensors above the mmap threshold (128 KiB to 32 MiB) get fresh
+  pages from the kernel on every allocation and give them back on free, so
+  each activation map of every frame is page-faulted and zeroed again: on one
+  CPU thread a NanoDet frame spent more time in page faults than in its
+  convolutions (the stem's 42 MB map: 33 ms to allocate and fill, 6 ms once
+  the pages are kept).  Serving every allocation from the heap
+  (``M_MMAP_MAX = 0``), trimming its top only above ``TRIM_THRESHOLD_BYTES``
+  and growing it ``TOP_PAD_BYTES`` at a time keeps the pages a frame used
+  for the next one.  The heap then stays near the process's peak use (plus at
+  most the trim threshold) instead of shrinking between frames.
+
+The settings only take effect before the first threads and large
+allocations, so ``import vidtag`` makes them; set ``VIDTAG_MALLOC_TUNING=0``
+to leave malloc alone.  Other C libraries (macOS, musl) are left alone.
 """
 
 from __future__ import annotations
@@ -17,14 +29,19 @@ import ctypes
 import ctypes.util
 import os
 
-TRIM_THRESHOLD_BYTES = 1 << 20
 ARENAS = 1
-_M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers
+TRIM_THRESHOLD_BYTES = 128 << 20
+TOP_PAD_BYTES = 16 << 20
+MMAP_MAX = 0  # no allocation is served by mmap (glibc still falls back to it if the heap cannot grow)
+# glibc's mallopt parameter numbers (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 
 
 def limit_heap_growth() -> bool:
-    """Set glibc's trim threshold and arena count; False where not possible or opted out."""
+    """Apply the settings above; False where not possible (not glibc) or opted out."""
     if os.environ.get("VIDTAG_MALLOC_TUNING", "1") == "0":
         return False
     try:
@@ -32,4 +49,5 @@ def limit_heap_growth() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)) and bool(mallopt(_M_ARENA_MAX, ARENAS))
+    settings = ((_M_ARENA_MAX, ARENAS), (_M_MMAP_MAX, MMAP_MAX), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES), (_M_TOP_PAD, TOP_PAD_BYTES))
+    return all([bool(mallopt(param, value)) for param, value in settings])
