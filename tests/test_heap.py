@@ -6,7 +6,7 @@ import sys
 import pytest
 
 PROBE = """
-import resource, sys
+import resource
 import vidtag, torch
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

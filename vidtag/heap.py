@@ -7,16 +7,18 @@ Two problems, both from glibc's defaults, both measured:
   threads stay in those arenas: benchmarks/bench_memory.py printed growths of
   189 to 968 MB over a 10,000-frame video.  One arena keeps it flat; vidtag's
   threads hand over whole frames, so they rarely contend for it.
-* Speed.  Tensors above the mmap threshold (128 KiB to 32 MiB) get fresh
-  pages from the kernel on every allocation and give them back on free, so
-  each activation map of every frame is page-faulted and zeroed again: on one
-  CPU thread a NanoDet frame spent more time in page faults than in its
-  convolutions (the stem's 42 MB map: 33 ms to allocate and fill, 6 ms once
-  the pages are kept).  Serving every allocation from the heap
+* Speed.  Blocks above the mmap threshold get fresh pages from the kernel
+  on every allocation and give them back on free, so each activation map of
+  every frame is page-faulted and zeroed again.  Setting a fixed trim
+  threshold (as vidtag once did for the growth) also freezes that threshold
+  at 128 KiB, and glibc never raises it above 32 MiB anyway.  Serving every
+  allocation from the heap
   (``M_MMAP_MAX = 0``), trimming its top only above ``TRIM_THRESHOLD_BYTES``
   and growing it ``TOP_PAD_BYTES`` at a time keeps the pages a frame used
   for the next one.  The heap then stays near the process's peak use (plus at
   most the trim threshold) instead of shrinking between frames.
+  benchmarks/bench_memory.py: 38 s instead of 79 s for its 10,000 frames,
+  growth 97 MB (benchmarks/RESULTS.md).
 
 The settings only take effect before the first threads and large
 allocations, so ``import vidtag`` makes them; set ``VIDTAG_MALLOC_TUNING=0``
@@ -50,4 +52,5 @@ def limit_heap_growth() -> bool:
     except (OSError, AttributeError):
         return False
     settings = ((_M_ARENA_MAX, ARENAS), (_M_MMAP_MAX, MMAP_MAX), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES), (_M_TOP_PAD, TOP_PAD_BYTES))
-    return all([bool(mallopt(param, value)) for param, value in settings])
+    applied = [bool(mallopt(param, value)) for param, value in settings]  # every one, even after a failure
+    return all(applied)
