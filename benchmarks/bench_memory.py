@@ -19,14 +19,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=10_000)
@@ -36,6 +28,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from vidtag.api import Settings, annotate  # first: `import vidtag` tunes malloc (vidtag/heap.py)
+    from vidtag.heap import resident_mb
     from tests.clips import make_clip
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,11 +44,11 @@ def main() -> None:
 
         def sample():
             while not stop.wait(0.02):
-                samples.append((reached_500.is_set(), rss_mb()))
+                samples.append((reached_500.is_set(), resident_mb()))
 
         def on_progress(stage, done, total):
             if stage == "detect" and done >= 500 and not reached_500.is_set():
-                samples.append((False, rss_mb()))
+                samples.append((False, resident_mb()))
                 reached_500.set()
 
         sampler = threading.Thread(target=sample, daemon=True)

@@ -29,6 +29,7 @@ from tests.outputs import check_record, manifest_records, stray_files
 from vidtag.batch import LOCK_NAME, MANIFEST_NAME, STAGING_DIR, OutputLock
 from vidtag.errors import OutputError
 from vidtag.formats import SUFFIXES
+from vidtag.heap import resident_mb
 
 FAST = ["--imgsz", "64", "--quiet"]
 REPO = Path(__file__).resolve().parents[1]
@@ -432,12 +433,6 @@ LONG_FRAMES = 30_000
 GROWTH_MB, PEAK_MB = 150, 220  # MiB; keeping every decoded 64x48 frame would add 237 (see the test)
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
@@ -458,12 +453,12 @@ def test_long_video_keeps_memory_flat(tmp_path, fake_runner):
 
     def sample():
         while not stop.wait(0.02):
-            samples.append((3000 in marks, rss_mb()))
+            samples.append((3000 in marks, resident_mb()))
 
     def on_progress(stage, done, total):
         for at in (3000, LONG_FRAMES):
             if stage == "detect" and done >= at and at not in marks:
-                marks[at] = rss_mb()
+                marks[at] = resident_mb()
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

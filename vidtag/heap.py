@@ -54,3 +54,19 @@ def limit_heap_growth() -> bool:
     settings = ((_M_ARENA_MAX, ARENAS), (_M_MMAP_MAX, MMAP_MAX), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES), (_M_TOP_PAD, TOP_PAD_BYTES))
     applied = [bool(mallopt(param, value)) for param, value in settings]  # every one, even after a failure
     return all(applied)
+
+
+def resident_mb() -> float:
+    """This process's resident set size in MiB (``VmRSS`` of /proc/self/status).
+
+    Raises:
+        RuntimeError: the platform has no /proc/self/status with a VmRSS line.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError as err:
+        raise RuntimeError(f"/proc/self/status: cannot read the resident set size ({err})") from None
+    raise RuntimeError("/proc/self/status: no VmRSS line")

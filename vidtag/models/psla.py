@@ -34,10 +34,10 @@ at about 17 % of NanoDet and its 1x1 predictors at 2.5 %; a non-key frame must
 cost under about 45 % of a NanoDet frame for the whole method to be 2x faster
 at key interval 10, which leaves no room for the head's 3x3 convs *and* a
 lower backbone deeper than the stem.  Measured (network only, 1 thread,
-shared 2-core box, 2026-12-01): per segment 1.88x for head/stage 0, 1.39x for
-head/stages 0-1, 1.64x for neck/stage 0; a head/stage 0 non-key frame costs
-29.13 ms against 68.61 ms for a NanoDet frame (the stem, Transform Net, PSLA,
-Quality Net and predictor).
+2-core box, 2026-12-02): per segment 2.18x for head/stage 0, 1.67x for
+head/stages 0-1, 1.60x for neck/stage 0; a head/stage 0 non-key frame costs
+6.49 ms against 19.84 ms for a NanoDet frame (the stem, Transform Net, PSLA,
+Quality Net and predictor).  Figures and the full table: benchmarks/RESULTS.md.
 
 Displacement per level (``displacement_scaling``).  With ``"none"`` every
 level searches ``d`` cells; at stride 32 that is 128 input pixels, most of
