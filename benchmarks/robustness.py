@@ -302,9 +302,9 @@ def build_variant(spec: str, options, device):
     if variant.pop("trl", True) is False:  # the same module trained without TRL: '-notrl' before '-nanodet-g'
         weights = default_weights_dir() / IFF_WEIGHTS[variant.get("module", "advanced")].replace("-nanodet-g", "-notrl-nanodet-g")
     recipe = variant.pop("modules", None)
-    if recipe is not None and weights is not None:
-        raise SystemExit(f"setting {spec!r}: modules= names its own weights; it cannot be combined with trl=0")
     if recipe is not None:  # other shipped modules of the same shape: weights/iff-<recipe>-nanodet-g.json
+        if weights is not None:
+            raise SystemExit(f"setting {spec!r}: modules= names its own weights; it cannot be combined with trl=0")
         weights = default_weights_dir() / f"iff-{recipe}-nanodet-g.json"
     return build_detector(base, None, options, device, iff_options=variant or None, iff_weights=weights)[0]
 

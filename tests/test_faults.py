@@ -433,8 +433,6 @@ LONG_FRAMES = 30_000
 GROWTH_MB, PEAK_MB = 150, 220  # MiB; keeping every decoded 64x48 frame would add 237 (see the test)
 
 
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
 def test_long_video_keeps_memory_flat(tmp_path, fake_runner):
     """30,000 frames (64x48): RSS after 30,000 frames is within GROWTH_MB of RSS

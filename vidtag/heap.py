@@ -23,6 +23,9 @@ Two problems, both from glibc's defaults, both measured:
 The settings only take effect before the first threads and large
 allocations, so ``import vidtag`` makes them; set ``VIDTAG_MALLOC_TUNING=0``
 to leave malloc alone.  Other C libraries (macOS, musl) are left alone.
+
+:func:`resident_mb` reads the resident set size that the memory test and
+benchmarks/bench_memory.py check.
 """
 
 from __future__ import annotations
