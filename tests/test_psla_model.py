@@ -305,3 +305,26 @@ def test_displacement_scaling_keeps_the_reach_in_pixels(nanodet):
     assert [p.max_displacement for p in model.psla] == [4, 2, 1]
     with pytest.raises(ValueError, match="displacement_scaling"):
         PSLAConfig(displacement_scaling="log")
+
+
+def test_offset_prior_modules_save_load_and_start_near_a_copy(nanodet, tmp_path):
+    """``offset_prior``: a learnt per-offset bias per level, saved with the modules; files
+    without one (the paper's softmax) refuse to load into a model with one and back."""
+    with_prior = build_psla(nanodet, PSLAConfig(offset_prior=30.0, displacement_scaling="stride"))
+    assert all(p.offset_bias is not None and p.offset_bias[0] == 30.0 for p in with_prior.psla)
+    assert "psla.0.offset_bias" in with_prior.trainable_modules().state_dict()
+    assert PSLAConfig.from_saved({"key_interval": 10}).offset_prior is None  # older files: no prior
+    clip = _clip(3)
+    with torch.no_grad():
+        out = with_prior.forward_clip(clip, 1)
+    for level, (propagated, memory) in enumerate(zip(out.propagated, out.memory.features)):
+        torch.testing.assert_close(propagated, memory.expand_as(propagated), atol=1e-4, rtol=1e-4, msg=f"level {level}")
+    path = tmp_path / "prior.pt"
+    with torch.no_grad():
+        with_prior.psla[0].offset_bias[3] = -2.0
+    with_prior.save_modules(path)
+    with pytest.raises(ValueError, match="another PSLAConfig"):
+        build_psla(nanodet, PSLAConfig()).load_modules(path)
+    loaded = build_psla(nanodet, PSLAConfig.from_saved(torch.load(path, weights_only=True)["config"]))
+    loaded.load_modules(path)
+    assert loaded.psla[0].offset_bias[3] == -2.0

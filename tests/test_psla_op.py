@@ -12,8 +12,9 @@ from vidtag.ops.sampling import PSLA, psla, psla_aggregate, psla_offsets, psla_w
 IMPLS = ("slices", "sparse")
 
 
-def reference_psla(query_embed, memory_embed, memory, d, scale=None):
-    """Plain loops over batch, cells and offsets (eq. 1-5 of the paper, as fixed in NOTES.md).
+def reference_psla(query_embed, memory_embed, memory, d, scale=None, offset_bias=None):
+    """Plain loops over batch, cells and offsets (eq. 1-5 of the paper, as fixed in NOTES.md),
+    plus ``offset_bias[k]`` on the logit of offset k when given.
 
     Returns (aligned [B, C2, H, W], weights [B, K, H, W] with 0 at positions outside the map).
     """
@@ -36,7 +37,8 @@ def reference_psla(query_embed, memory_embed, memory, d, scale=None):
                 for k, (dy, dx) in enumerate(offsets):
                     if 0 <= y + dy < h and 0 <= x + dx < w:
                         ks.append(k)
-                        logits.append((query_embed[n, :, y, x] * memory_embed[ne, :, y + dy, x + dx]).sum() * scale)
+                        logit = (query_embed[n, :, y, x] * memory_embed[ne, :, y + dy, x + dx]).sum() * scale
+                        logits.append(logit if offset_bias is None else logit + offset_bias[k])
                 probs = torch.softmax(torch.stack(logits), 0)
                 full = [query_embed.new_zeros(())] * len(offsets)
                 acc = 0
@@ -90,6 +92,58 @@ def test_matches_reference_values_and_gradients(impl, d):
         ((ref_out * g_out).sum() + (ref_weights * g_w).sum()).backward()
         for fast, ref in zip(fast_in, ref_in):
             torch.testing.assert_close(fast.grad, ref.grad, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("d", [1, 2, 4])
+def test_offset_bias_matches_reference_values_and_gradients(impl, d):
+    """A per-offset logit bias (longer than K: its first K entries count), borders included."""
+    gen = torch.Generator().manual_seed(200 + d)
+    for b, c, c2, h, w, shared in SHAPES:
+        bm = 1 if shared else b
+        tensors = [
+            torch.randn(b, c, h, w, generator=gen, dtype=torch.float64),
+            torch.randn(bm, c, h, w, generator=gen, dtype=torch.float64),
+            torch.randn(bm, c2, h, w, generator=gen, dtype=torch.float64),
+            3 * torch.randn(1 + 8 * (d + 2), generator=gen, dtype=torch.float64),
+        ]
+        fast_in = [t.clone().requires_grad_() for t in tensors]
+        ref_in = [t.clone().requires_grad_() for t in tensors]
+        out, weights = psla(*fast_in[:3], max_displacement=d, return_weights=True, impl=impl, offset_bias=fast_in[3])
+        ref_out, ref_weights = reference_psla(*ref_in[:3], d, offset_bias=ref_in[3])
+        torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=1e-10)
+        torch.testing.assert_close(weights, ref_weights, atol=1e-12, rtol=1e-10)
+        torch.testing.assert_close(psla_weights(*tensors[:2], d, impl=impl, offset_bias=tensors[3]), ref_weights.detach())
+        g_out = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+        g_w = torch.randn(weights.shape, generator=gen, dtype=torch.float64)
+        ((out * g_out).sum() + (weights * g_w).sum()).backward()
+        ((ref_out * g_out).sum() + (ref_weights * g_w).sum()).backward()
+        for fast, ref in zip(fast_in, ref_in):
+            torch.testing.assert_close(fast.grad, ref.grad, atol=1e-10, rtol=1e-8)
+        assert fast_in[3].grad[1 + 8 * d :].abs().max() == 0  # entries past K are not used
+        assert fast_in[3].grad[: 1 + 8 * d].abs().max() > 0
+
+
+def test_offset_bias_too_short_is_refused():
+    x = torch.zeros(1, 2, 4, 5)
+    with pytest.raises(ValueError, match="offset_bias"):
+        psla(x, x, x, 2, offset_bias=torch.zeros(9))  # d = 2 needs 17
+
+
+def test_module_offset_prior_starts_as_a_copy_and_is_saved():
+    """With a large prior a fresh module returns the memory itself; without one it has no bias parameter."""
+    torch.manual_seed(5)
+    assert PSLA(8, 4, 2).offset_bias is None and "offset_bias" not in PSLA(8, 4, 2).state_dict()
+    module = PSLA(8, 4, max_displacement=3, offset_prior=30.0)
+    assert module.offset_bias.shape == (1 + 8 * PSLA.MAX_DISPLACEMENT,)
+    assert "offset_bias" in module.state_dict()
+    query, memory = torch.randn(2, 8, 6, 7), torch.randn(1, 8, 6, 7)
+    out, weights = module(query, memory, return_weights=True)
+    assert weights[:, 0].min() > 0.999
+    torch.testing.assert_close(out, memory.expand(2, -1, -1, -1), atol=1e-3, rtol=0)
+    mild = PSLA(8, 4, max_displacement=4, offset_prior=4.0)  # e^4 / (e^4 + 32) ~ 0.63 where embeddings are neutral
+    _, weights = mild(torch.zeros(1, 8, 9, 9), torch.zeros(1, 8, 9, 9), return_weights=True)
+    torch.testing.assert_close(weights[0, 0, 4, 4], torch.tensor(math.exp(4) / (math.exp(4) + 32)))
 
 
 @pytest.mark.parametrize("impl", IMPLS)

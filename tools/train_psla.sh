@@ -10,12 +10,15 @@
 #
 # Environment: FOOTAGE (default /work/shared/footage), OUT (default weights), STEPS (default 2000),
 # TIME_LIMIT (seconds, default 2700), IMGSZ (default 416, the inference size), AFFINITY (non-key PSLA
-# affinity: memory (default, the paper's) or key_transformed), SEED (default 0).
+# affinity: memory (default, the paper's) or key_transformed), SEED (default 0), PRIOR (PSLA offset prior, the
+# centre's starting logit bonus; default 5; "none" for the paper's softmax without one), SCALING (displacement
+# per level: stride (default, what inference runs) or none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-train}" FOOTAGE="${FOOTAGE:-/work/shared/footage}" OUT="${OUT:-weights}" STEPS="${STEPS:-2000}" \
 TIME_LIMIT="${TIME_LIMIT:-2700}" IMGSZ="${IMGSZ:-416}" AFFINITY="${AFFINITY:-memory}" SEED="${SEED:-0}" \
-CMD="STEPS=${STEPS:-2000} TIME_LIMIT=${TIME_LIMIT:-2700} IMGSZ=${IMGSZ:-416} AFFINITY=${AFFINITY:-memory} SEED=${SEED:-0} tools/train_psla.sh $*" python - <<'PY'
+PRIOR="${PRIOR:-5}" SCALING="${SCALING:-stride}" \
+CMD="STEPS=${STEPS:-2000} TIME_LIMIT=${TIME_LIMIT:-2700} IMGSZ=${IMGSZ:-416} AFFINITY=${AFFINITY:-memory} SEED=${SEED:-0} PRIOR=${PRIOR:-5} SCALING=${SCALING:-stride} tools/train_psla.sh $*" python - <<'PY'
 import json, os, time
 import torch
 from vidtag.models.psla import PSLAConfig
@@ -25,7 +28,9 @@ from vidtag.train.loop import TrainConfig, build_student, evaluate_student, fixe
 torch.set_num_threads(1)  # stable on a shared 2-core box; also what the recorded wall time means
 mode, footage, out = os.environ["MODE"], os.environ["FOOTAGE"], os.environ["OUT"]
 imgsz, seed = int(os.environ["IMGSZ"]), int(os.environ["SEED"])
-psla = PSLAConfig(fusion_init_logit=4.0, nonkey_affinity=os.environ["AFFINITY"])
+prior = None if os.environ["PRIOR"] == "none" else float(os.environ["PRIOR"])
+psla = PSLAConfig(fusion_init_logit=4.0, nonkey_affinity=os.environ["AFFINITY"], offset_prior=prior,
+                  displacement_scaling=os.environ["SCALING"])
 videos = (f"{footage}/vtest.avi", f"{footage}/bikes.mp4")
 full = ((0, 397), (0, 125))  # first 50 % of 795 and 250 frames
 sanity_train, sanity_val = ((0, 350), (0, 110)), ((350, 397), (110, 125))

@@ -125,12 +125,12 @@ def letterbox(frames: Tensor, imgsz: int = 416) -> tuple[Tensor, Letterbox]:
             antialias=box.scale < 1,
             recompute_scale_factor=False,
         )
-    mean = torch.tensor(BGR_MEAN, device=frames.device).view(1, 3, 1, 1)
-    std = torch.tensor(BGR_STD, device=frames.device).view(1, 3, 1, 1)
+    # (x - mean) / std as x * (1 / std) - mean / std: one fused pass from the
+    # (uint8) pixels into the padded float input, RGB -> BGR by a flipped view
+    scale = torch.tensor([1.0 / s for s in BGR_STD], device=frames.device)
+    shift = torch.tensor([-m / s for m, s in zip(BGR_MEAN, BGR_STD)], device=frames.device)
     input_w, input_h = box.input
-    out = torch.zeros((batch, input_h, input_w, 3), dtype=torch.float32, device=frames.device).permute(0, 3, 1, 2)
-    region = out[:, :, box.pad_y : box.pad_y + resized_h, box.pad_x : box.pad_x + resized_w]
-    for c in range(3):  # RGB -> BGR, to float, one channel at a time (no flipped copy)
-        region[:, c].copy_(x[:, 2 - c])
-    region.sub_(mean).div_(std)
-    return out, box
+    out = torch.zeros((batch, input_h, input_w, 3), dtype=torch.float32, device=frames.device)
+    region = out[:, box.pad_y : box.pad_y + resized_h, box.pad_x : box.pad_x + resized_w]
+    torch.addcmul(shift, x.permute(0, 2, 3, 1).flip(-1), scale, out=region)
+    return out.permute(0, 3, 1, 2), box

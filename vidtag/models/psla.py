@@ -87,6 +87,7 @@ class PSLAConfig:
     use_denseft: bool = True  # Table 5 ablation: off = non-key feature is PSLA(Transform(Fl), F_t), no Quality Net
     psla_impl: str = "auto"  # vidtag.ops.sampling: sparse on CPU (4x faster there), slices elsewhere
     nonkey_affinity: str = "memory"  # DenseFT's PSLA compares g(T_i) with f(F_t) (paper) or f(T_k) ("key_transformed"); module doc
+    offset_prior: float | None = None  # None: the paper's softmax; p: learnt per-offset logit bias starting at p for the same cell (module doc)
 
     def level_displacement(self, level: int) -> int:
         """Max displacement in cells at pyramid level ``level`` (stride ``8 * 2**level``)."""
@@ -495,7 +496,8 @@ class PSLADetector(nn.Module):
         return nn.ModuleDict(parts)
 
     SHAPE_FIELDS = ("embed_channels", "split_stage", "feature", "levels", "fusion_channels",
-                    "fusion_mid_channels", "transform_channels", "use_rfu", "use_denseft", "nonkey_affinity")  # fmt: skip
+                    "fusion_mid_channels", "transform_channels", "use_rfu", "use_denseft", "nonkey_affinity",
+                    "offset_prior")  # fmt: skip
     """The config fields a modules file must share with the model it is loaded into."""
 
     def save_modules(self, path: str | Path) -> None:
@@ -529,7 +531,7 @@ def build_psla(detector: NanoDet, config: PSLAConfig | None = None) -> PSLADetec
     def per_level(make):
         return nn.ModuleList(make(i) if i in config.levels else None for i in range(num_levels))
 
-    psla = per_level(lambda i: PSLA(channels, config.embed_channels, config.level_displacement(i), config.psla_impl))
+    psla = per_level(lambda i: PSLA(channels, config.embed_channels, config.level_displacement(i), config.psla_impl, config.offset_prior))
     fusion = (channels, config.fusion_channels, config.fusion_mid_channels, config.fusion_init_logit)
     update = per_level(lambda i: UpdateNet(*fusion)) if config.use_rfu else None
     quality = per_level(lambda i: QualityNet(*fusion)) if config.use_denseft else None
