@@ -262,7 +262,8 @@ def recall_ceiling(pred, gt, iou: float = 0.5) -> np.ndarray:
 # variant: the basic module, the modules trained without TRL).
 VARIANT_KEYS = {
     "psla": {"d": ("max_displacement", int), "k": ("key_interval", int), "rfu": ("use_rfu", lambda v: v == "1"),
-             "denseft": ("use_denseft", lambda v: v == "1"), "scale": ("displacement_scaling", str)},
+             "denseft": ("use_denseft", lambda v: v == "1"), "scale": ("displacement_scaling", str),
+             "cut": ("cut_threshold", float)},
     "iff": {"w": ("window", int), "module": ("module", str), "trl": ("trl", lambda v: v == "1"), "modules": ("modules", str)},
 }
 # Table 5 of the paper on our data: PSLA alone, + RFU, + DenseFT (= psla), then d = 2..5 (d = 4 is psla).

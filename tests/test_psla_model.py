@@ -328,3 +328,29 @@ def test_offset_prior_modules_save_load_and_start_near_a_copy(nanodet, tmp_path)
     loaded = build_psla(nanodet, PSLAConfig.from_saved(torch.load(path, weights_only=True)["config"]))
     loaded.load_modules(path)
     assert loaded.psla[0].offset_bias[3] == -2.0
+
+
+def test_a_hard_cut_splits_the_segment_and_restarts_the_temporal_feature(nanodet):
+    """Scene A for 6 frames, then scene B (thumbnail NCC 0.19 at the cut, 0.97 within a scene): B's frames get exactly the detections of a
+    video that starts at B (key frames 8 and 12 either way), and the cut is found."""
+    scene_a, scene_b = _frames(6, seed=1), _frames(8, seed=2).flip(2)  # B: another texture, the square moving left
+    video = torch.cat((scene_a, scene_b))
+    model = build_psla(nanodet, PSLAConfig(key_interval=10)).eval()
+    options = DetectOptions(imgsz=96, conf=0.01)
+    detector = PSLAVideoDetector(model, nanodet_classes(), options)
+    dets = list(detector.run(_chunks(video, 5)))
+    assert len(dets) == 14
+    assert detector.state.shot_starts == [6] and detector.state.key_frames == [3, 8, 12]
+    alone = PSLAVideoDetector(build_psla(nanodet, PSLAConfig(key_interval=4)).eval(), nanodet_classes(), options)
+    alone.model.load_state_dict(model.state_dict())
+    want = list(alone.run(_chunks(scene_b, 3)))
+    assert alone.state.key_frames == [2, 6] and alone.state.shot_starts == []
+    assert sum(len(d) for d in want) > 0
+    for got, ref in zip(dets[6:], want):
+        np.testing.assert_allclose(got.boxes, ref.boxes, atol=1e-3)
+        np.testing.assert_allclose(got.scores, ref.scores, atol=1e-5)
+    off = PSLAVideoDetector(build_psla(nanodet, PSLAConfig(key_interval=10, cut_threshold=0.0)).eval(), nanodet_classes(), options)
+    list(off.run(_chunks(video, 5)))
+    assert off.state.shot_starts == [] and off.state.key_frames == [5, 12]
+    with pytest.raises(ValueError, match="cut_threshold"):
+        PSLAConfig(cut_threshold=1.5)

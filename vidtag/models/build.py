@@ -153,7 +153,7 @@ def build_detector(
     return FrameDetector(model, tuple(manifest.classes), options, dev), manifest
 
 
-INFERENCE_PSLA_OPTIONS = ("key_interval", "max_displacement", "displacement_scaling", "use_rfu", "use_denseft", "psla_impl")
+INFERENCE_PSLA_OPTIONS = ("key_interval", "max_displacement", "displacement_scaling", "use_rfu", "use_denseft", "psla_impl", "cut_threshold")
 
 
 def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict, psla_weights=None):

@@ -65,6 +65,7 @@ from vidtag.models import modules_file
 from vidtag.models.nanodet import NanoDet, NanoDetOutput
 from vidtag.ops.pointwise import pointwise, pointwise_pair
 from vidtag.ops.sampling import PSLA
+from vidtag.shots import CUT_THRESHOLD, cuts, thumbnails
 from vidtag.types import Detections, FrameChunk
 
 
@@ -88,6 +89,7 @@ class PSLAConfig:
     psla_impl: str = "auto"  # vidtag.ops.sampling: sparse on CPU (4x faster there), slices elsewhere
     nonkey_affinity: str = "memory"  # DenseFT's PSLA compares g(T_i) with f(F_t) (paper) or f(T_k) ("key_transformed"); module doc
     offset_prior: float | None = None  # None: the paper's softmax; p: learnt per-offset logit bias starting at p for the same cell (module doc)
+    cut_threshold: float = CUT_THRESHOLD  # vidtag.shots: a hard cut splits the segment and restarts F_t; 0 = off (not in the paper)
 
     def level_displacement(self, level: int) -> int:
         """Max displacement in cells at pyramid level ``level`` (stride ``8 * 2**level``)."""
@@ -119,6 +121,8 @@ class PSLAConfig:
             raise ValueError(f"levels must be a subset of (0, 1, 2), got {self.levels}")
         if self.displacement_scaling not in ("none", "stride"):
             raise ValueError(f"displacement_scaling must be 'none' or 'stride', got {self.displacement_scaling!r}")
+        if not 0 <= self.cut_threshold <= 1:
+            raise ValueError(f"cut_threshold must be in [0, 1] (0 = off), got {self.cut_threshold}")
         if self.nonkey_affinity not in ("memory", "key_transformed"):
             raise ValueError(f"nonkey_affinity must be 'memory' or 'key_transformed', got {self.nonkey_affinity!r}")
 
@@ -569,6 +573,8 @@ class _VideoState:
     source_shape: tuple[int, ...] | None = None
     max_pending: int = 0  # most frames ever buffered (tests check the bound)
     key_frames: list[int] = field(default_factory=list)  # key frames run so far, in order
+    shot_starts: list[int] = field(default_factory=list)  # frames found to start a new shot (a cut before them)
+    last_thumbnail: Tensor | None = None  # vidtag.shots thumbnail of the last frame run
 
 
 class PSLAVideoDetector:
@@ -576,7 +582,9 @@ class PSLAVideoDetector:
 
     Buffers at most ``key_interval`` frames (one segment): a segment is run as
     its key frame (batch 1: full network + RFU) followed by its non-key
-    frames (one batch: N_l + DenseFT + N_t).
+    frames (one batch: N_l + DenseFT + N_t).  A hard cut (``vidtag.shots``,
+    ``config.cut_threshold``) splits a segment in two, each with its own key
+    frame (the middle), and the temporal feature restarts after it.
 
     Args:
         model (PSLADetector): in eval mode on ``device``.
@@ -624,14 +632,36 @@ class PSLAVideoDetector:
             raise ValueError(f"frame size changed within a video: {state.source_shape} -> {tuple(frames.shape[1:])}")
         start, n = state.next_start, len(frames)
         state.pending, state.next_start = [], start + n
-        key = n // 2
-        state.key_frames.append(start + key)
 
         x, box = letterbox(frames, self.options.imgsz)
-        outputs, state.memory = self.model.forward_segment(x, key, state.memory)
-        results: list[Detections | None] = [None] * n
-        for rows, output in zip([key, [i for i in range(n) if i != key]], outputs):
-            dets = self.options.postprocess(output, box)
-            for row, d in zip([rows] if isinstance(rows, int) else rows, dets):
-                results[row] = d
+        shot_starts = self._shot_starts(x, box)
+        results: list[Detections] = []
+        for a, b in zip([0] + shot_starts, shot_starts + [n]):
+            if a == b:
+                continue  # a cut before the segment's first frame
+            if a in shot_starts:
+                state.memory = None  # another scene: nothing to carry over
+            key = (b - a) // 2
+            state.key_frames.append(start + a + key)
+            outputs, state.memory = self.model.forward_segment(x[a:b], key, state.memory)
+            piece: list[Detections | None] = [None] * (b - a)
+            for rows, output in zip([key, [i for i in range(b - a) if i != key]], outputs):
+                dets = self.options.postprocess(output, box)
+                for row, d in zip([rows] if isinstance(rows, int) else rows, dets):
+                    piece[row] = d
+            results.extend(piece)
         return results
+
+    def _shot_starts(self, x: Tensor, box) -> list[int]:
+        """Indices into the segment's frames (letterboxed ``x``) that start a new shot."""
+        from vidtag.models.preprocess import plan_letterbox
+
+        threshold = self.model.config.cut_threshold
+        if threshold == 0:
+            return []
+        _, (width, height) = plan_letterbox(box.source, self.options.imgsz)
+        thumbs = thumbnails(x[:, :, box.pad_y : box.pad_y + height, box.pad_x : box.pad_x + width])
+        found = cuts(thumbs, self.state.last_thumbnail, threshold)
+        self.state.last_thumbnail = thumbs[-1]
+        self.state.shot_starts.extend(self.state.next_start - len(x) + i for i in found)
+        return found

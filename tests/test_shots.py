@@ -1,0 +1,41 @@
+"""Hard-cut detection (vidtag.shots) on synthetic frames."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vidtag.shots import cuts, thumbnails
+
+
+def _scene(seed: int, t: int, shift: int = 2) -> torch.Tensor:
+    """Tensor[T, 3, 72, 128] float: a smooth random scene panning right by ``shift`` px a frame."""
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 12, generator=gen), size=(72, 128 + shift * t), mode="bilinear")
+    return torch.cat([base[..., shift * i : shift * i + 128] for i in range(t)])
+
+
+def test_cuts_between_scenes_not_within_them():
+    video = torch.cat((_scene(0, 7), _scene(1, 5), _scene(2, 4)))
+    thumbs = thumbnails(video)
+    assert thumbs.shape == (16, 18 * 32)
+    torch.testing.assert_close(thumbs.norm(dim=1), torch.ones(16))
+    assert cuts(thumbs) == [7, 12]
+    # in pieces, with the last thumbnail of the piece before
+    assert cuts(thumbs[:7]) == [] and cuts(thumbs[7:10], thumbs[6]) == [0] and cuts(thumbs[10:], thumbs[9]) == [2]
+    assert cuts(thumbs, threshold=0.0) == []
+
+
+def test_brightness_and_contrast_do_not_cut():
+    scene = _scene(3, 6)
+    dimmed = scene.clone()
+    dimmed[3:] = dimmed[3:] * 0.3 + 0.05  # a darkness burst from frame 3 on
+    assert cuts(thumbnails(dimmed)) == []
+
+
+def test_flat_frames_and_bad_threshold():
+    flat = torch.full((3, 3, 20, 20), 0.5)
+    assert torch.equal(thumbnails(flat), torch.zeros(3, 18 * 32))
+    assert cuts(thumbnails(flat)) == [1, 2]  # featureless frames correlate with nothing: NCC 0
+    with pytest.raises(ValueError, match="cut threshold"):
+        cuts(thumbnails(flat), threshold=-0.1)
