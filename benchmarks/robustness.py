@@ -264,7 +264,8 @@ VARIANT_KEYS = {
     "psla": {"d": ("max_displacement", int), "k": ("key_interval", int), "rfu": ("use_rfu", lambda v: v == "1"),
              "denseft": ("use_denseft", lambda v: v == "1"), "scale": ("displacement_scaling", str),
              "cut": ("cut_threshold", float)},
-    "iff": {"w": ("window", int), "module": ("module", str), "trl": ("trl", lambda v: v == "1"), "modules": ("modules", str)},
+    "iff": {"w": ("window", int), "module": ("module", str), "trl": ("trl", lambda v: v == "1"), "modules": ("modules", str),
+            "cut": ("cut_threshold", float)},
 }
 # Table 5 of the paper on our data: PSLA alone, + RFU, + DenseFT (= psla), then d = 2..5 (d = 4 is psla).
 # Then the same reach at every level or not (PSLAConfig.displacement_scaling); one of the two is psla itself.

@@ -42,9 +42,13 @@ def _randomise(model, seed=0):
 
 
 def _frames(n, h=64, w=96, seed=0):
+    """uint8 [n, h, w, 3]: a camera panning 4 px a frame over a random scene (texture at
+    2-px detail on smooth 16-px blobs, so consecutive thumbnails match: no hard cut)."""
     rng = np.random.default_rng(seed)
-    base = rng.integers(0, 255, (h, w + 4 * n, 3), dtype=np.uint8)
-    return np.stack([base[:, 4 * i : 4 * i + w] for i in range(n)])  # a panning scene
+    blobs = torch.from_numpy(rng.random((1, 3, h // 16 + 1, (w + 4 * n) // 16 + 1), dtype=np.float32))
+    blobs = F.interpolate(blobs, size=(h, w + 4 * n), mode="bilinear")[0].permute(1, 2, 0).numpy()
+    base = (160 * blobs + rng.integers(0, 95, (h, w + 4 * n, 3))).astype(np.uint8)
+    return np.stack([base[:, 4 * i : 4 * i + w] for i in range(n)])
 
 
 def _chunks(frames, size):
@@ -216,17 +220,20 @@ def test_ring_keeps_only_its_capacity(nanodet):
         ring.gather([6])
 
 
-def _whole_video_reference(model, frames, imgsz):
-    """Every frame's features at once, then each frame aggregated over window_indices: no ring, no streaming."""
+def _whole_video_reference(model, frames, imgsz, shots=None):
+    """Every frame's features at once, then each frame aggregated over window_indices
+    (within its shot: ``shots`` lists (first, end) frame ranges): no ring, no streaming."""
     from vidtag.models.nanodet import postprocess
     from vidtag.models.preprocess import letterbox
 
     x, box = letterbox(torch.from_numpy(frames), imgsz)
+    shots = shots or [(0, len(frames))]
     with torch.no_grad():
         ff = model.frame_features(x)
         dets = []
         for t in range(len(frames)):
-            agg = model.aggregate(ff.select([t]), ff.select(window_indices(t, len(frames), model.config.radius)))
+            first, end = next((a, b) for a, b in shots if a <= t < b)
+            agg = model.aggregate(ff.select([t]), ff.select(window_indices(t, end, model.config.radius, first)))
             dets += postprocess(model.predict(agg.features), box, conf_threshold=0.05, iou_threshold=0.6, max_det=100)
     return dets
 
@@ -245,6 +252,26 @@ def test_video_detector_equals_the_whole_video_reference(nanodet, window, chunk)
         np.testing.assert_allclose(d.boxes, r.boxes, atol=1e-3)
         np.testing.assert_allclose(d.scores, r.scores, atol=1e-5)
     assert detector.ring.storage.levels[0].shape[0] == window + 1  # bounded by the window, not the 11 frames
+
+
+@pytest.mark.parametrize("chunk", [3, 4, 11])
+def test_windows_stop_at_a_hard_cut(nanodet, chunk):
+    """Two scenes: each frame aggregates only frames of its own shot, the shot's ends repeated."""
+    model = _randomise(build_iff(nanodet, IFFConfig(window=4)), seed=3)
+    frames = np.concatenate((_frames(6, seed=0), _frames(5, seed=1)))
+    detector = IFFVideoDetector(model, ("x",) * 80, DetectOptions(conf=0.05, imgsz=96))
+    dets = list(detector.run(_chunks(frames, chunk)))
+    assert detector.shot_starts == [6]
+    ref = _whole_video_reference(model, frames, 96, shots=[(0, 6), (6, 11)])
+    assert sum(len(d) for d in ref) > 0
+    for d, r in zip(dets, ref, strict=True):
+        np.testing.assert_allclose(d.boxes, r.boxes, atol=1e-3)
+        np.testing.assert_allclose(d.scores, r.scores, atol=1e-5)
+    across = _whole_video_reference(model, frames, 96)  # what the cut changes: frames 4-7 see the other scene
+    assert any(len(a) != len(d) or not np.allclose(a.scores, d.scores, atol=1e-4) for a, d in zip(across[4:8], dets[4:8]))
+    model.set_cut_threshold(0.0)
+    assert list(detector.run(_chunks(frames, chunk))) and detector.shot_starts == []
+    assert window_indices(7, 11, 2, first=6) == [6, 6, 8, 9]
 
 
 def test_short_video_shorter_than_the_window(nanodet):

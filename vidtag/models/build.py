@@ -211,7 +211,7 @@ def load_module_manifest(path: str | Path | None, default_name: str, base_manife
     return manifest, file
 
 
-INFERENCE_IFF_OPTIONS = ("window", "module")
+INFERENCE_IFF_OPTIONS = ("window", "module", "cut_threshold")
 
 
 def _build_iff(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict, iff_weights=None):
@@ -235,6 +235,8 @@ def _build_iff(nanodet, base_manifest, options: DetectOptions, device: torch.dev
             model.set_window(int(overrides["window"]))
         except ValueError as err:
             raise ValueError(f"--window: {err}") from None
+    if "cut_threshold" in overrides:
+        model.set_cut_threshold(float(overrides["cut_threshold"]))
     detector = IFFVideoDetector(model.to(device).eval(), tuple(base_manifest.classes), options, device)
     detector.modules_file = file
     return detector

@@ -61,6 +61,7 @@ from torch import Tensor, nn
 from vidtag.models import modules_file
 from vidtag.models.nanodet import NanoDet, NanoDetOutput
 from vidtag.ops.flow import correlation, warp
+from vidtag.shots import CUT_THRESHOLD, cuts, thumbnails
 from vidtag.types import Detections, FrameChunk
 
 MODULES = ("basic", "advanced")
@@ -80,6 +81,7 @@ class IFFConfig:
     embed_channels: tuple[int, int, int] = (32, 32, 64)  # FGFA embedding 1x1, 3x3, 1x1; FGFA 512, 512, 2048
     trl_weight: float = 0.65  # lambda of the transformation residual loss (training only); 0 = no TRL
     learn_temperature: bool = False  # FGFA: softmax of the cosine as it is; True: of cosine * a learned scale (module doc)
+    cut_threshold: float = CUT_THRESHOLD  # vidtag.shots: the window stops at hard cuts (shot ends repeated); 0 = off (not in the paper)
 
     @classmethod
     def from_saved(cls, saved: dict, **overrides) -> "IFFConfig":
@@ -98,6 +100,8 @@ class IFFConfig:
             raise ValueError(f"flow_level must be 0, 1 or 2, got {self.flow_level}")
         if self.trl_weight < 0:
             raise ValueError(f"trl_weight must be >= 0, got {self.trl_weight}")
+        if not 0 <= self.cut_threshold <= 1:
+            raise ValueError(f"cut_threshold must be in [0, 1] (0 = off), got {self.cut_threshold}")
 
     @property
     def radius(self) -> int:
@@ -289,6 +293,10 @@ class IFFDetector(nn.Module):
         """Aggregate ``window`` neighbours from now on (the modules do not depend on it)."""
         self.config = IFFConfig.from_saved(asdict(self.config), window=window)
 
+    def set_cut_threshold(self, threshold: float) -> None:
+        """Stop windows at hard cuts found with ``threshold`` (0: never); see ``vidtag.shots``."""
+        self.config = IFFConfig.from_saved(asdict(self.config), cut_threshold=threshold)
+
     def neck_features(self, x: Tensor) -> list[Tensor]:
         """``N_m``: x (Tensor[B, 3, H, W]) -> neck output per level, Tensor[B, 128, H/s, W/s]."""
         if x.shape[-1] % 32 or x.shape[-2] % 32:
@@ -401,10 +409,11 @@ def build_iff(detector: NanoDet, config: IFFConfig | None = None) -> IFFDetector
 # ---------------------------------------------------------------------------
 
 
-def window_indices(t: int, num_frames: int, radius: int) -> list[int]:
+def window_indices(t: int, num_frames: int, radius: int, first: int = 0) -> list[int]:
     """The neighbours of frame t: ``t-radius .. t+radius`` without t, clamped to
-    ``[0, num_frames - 1]`` (the first / last frame repeated at the ends)."""
-    return [min(max(j, 0), num_frames - 1) for j in range(t - radius, t + radius + 1) if j != t]
+    ``[first, num_frames - 1]`` (the first / last frame repeated at the ends;
+    ``first`` and ``num_frames`` bound t's shot when the video has cuts)."""
+    return [min(max(j, first), num_frames - 1) for j in range(t - radius, t + radius + 1) if j != t]
 
 
 class FeatureRing:
@@ -456,7 +465,9 @@ class IFFVideoDetector:
     features then enter a :class:`FeatureRing` of ``window + 1`` frames.  Frame t
     is detected once frame ``t + window/2`` has arrived (or the video ended),
     from the ring alone: memory is bounded by the window and the chunk, not the
-    video's length.
+    video's length.  The window stays within t's shot: at a hard cut
+    (``vidtag.shots``, ``config.cut_threshold``) the shot's first / last frame
+    is repeated, as at the ends of the video.
 
     Args:
         model (IFFDetector): in eval mode on ``device``.
@@ -473,15 +484,19 @@ class IFFVideoDetector:
         self.options = options
         self.device = torch.device(device)
         self.ring: FeatureRing | None = None  # the current video's features; set by run()
+        self.shot_starts: list[int] = []  # frames of the current video found to start a new shot
 
     @torch.inference_mode()
     def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
         """Yield one Detections per frame of ``chunks`` (one video), in order."""
         from vidtag.models.preprocess import letterbox
 
-        radius = self.model.config.radius
+        from vidtag.models.preprocess import plan_letterbox
+
+        radius, threshold = self.model.config.radius, self.model.config.cut_threshold
         self.ring = ring = FeatureRing(2 * radius + 1)
-        box, shape, emitted = None, None, 0
+        self.shot_starts = []
+        box, shape, emitted, last_thumbnail = None, None, 0, None
         for chunk in chunks:
             frames = torch.as_tensor(chunk.frames).to(self.device, non_blocking=True)
             if shape is None:
@@ -489,6 +504,11 @@ class IFFVideoDetector:
             elif tuple(frames.shape[1:]) != shape:
                 raise ValueError(f"frame size changed within a video: {shape} -> {tuple(frames.shape[1:])}")
             x, box = letterbox(frames, self.options.imgsz)
+            if threshold > 0:
+                _, (width, height) = plan_letterbox(box.source, self.options.imgsz)
+                thumbs = thumbnails(x[:, :, box.pad_y : box.pad_y + height, box.pad_x : box.pad_x + width])
+                self.shot_starts.extend(ring.next_index + i for i in cuts(thumbs, last_thumbnail, threshold))
+                last_thumbnail = thumbs[-1]
             batch = self.model.frame_features(x)
             for row in range(len(batch)):
                 newest = ring.push(batch, row)  # copied into the ring's storage
@@ -503,7 +523,9 @@ class IFFVideoDetector:
 
     def _detect(self, t: int, num_frames: int | None, box) -> Detections:
         radius = self.model.config.radius
-        last = self.ring.next_index - 1 if num_frames is None else num_frames - 1
-        neighbours = window_indices(t, last + 1, radius)
+        end = self.ring.next_index if num_frames is None else num_frames
+        first = max((s for s in self.shot_starts if s <= t), default=0)
+        end = min((s for s in self.shot_starts if s > t), default=end)
+        neighbours = window_indices(t, end, radius, first)
         agg = self.model.aggregate(self.ring.gather([t]), self.ring.gather(neighbours))
         return self.options.postprocess(self.model.predict(agg.features), box)[0]
