@@ -268,14 +268,16 @@ VARIANT_KEYS = {
             "cut": ("cut_threshold", float)},
 }
 # Table 5 of the paper on our data: PSLA alone, + RFU, + DenseFT (= psla), then d = 2..5 (d = 4 is psla).
-# Then the same reach at every level or not (PSLAConfig.displacement_scaling); one of the two is psla itself.
-ABLATION = ("psla:rfu=0:denseft=0", "psla:denseft=0", "psla:d=2", "psla:d=3", "psla:d=5", "psla:scale=none", "psla:scale=stride")
+# Then the same reach at every level or not (PSLAConfig.displacement_scaling); one of the two is psla itself;
+# then without the hard-cut split (cut=0, vidtag.shots).
+ABLATION = ("psla:rfu=0:denseft=0", "psla:denseft=0", "psla:d=2", "psla:d=3", "psla:d=5", "psla:scale=none", "psla:scale=stride",
+            "psla:cut=0")
 # IFF-Net's speed-accuracy curve: window 4 / 10 / 20 (= iff), and the paper's Table 2 rows (IFF-Net-A: basic
 # module without TRL, -B: basic with TRL, -C: advanced with TRL = iff) plus the advanced module without TRL;
 # then the training recipe: the paper's (modules=paper: 3-frame softmax, no temperature) and the learned
 # temperature without the window-matched softmax (modules=temperature).
 IFF_CURVE = ("iff:w=4", "iff:w=10", "iff:module=basic", "iff:module=basic:trl=0", "iff:trl=0",
-             "iff:modules=paper", "iff:modules=temperature")
+             "iff:modules=paper", "iff:modules=temperature", "iff:cut=0")  # cut=0: windows cross hard cuts
 
 
 def parse_variant(spec: str) -> tuple[str, dict]:

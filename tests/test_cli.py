@@ -144,6 +144,7 @@ def test_train_psla_then_detect_with_the_trained_modules(tmp_path, clip_with_aud
     manifest = json.loads((out / "psla-nanodet-g.json").read_text())
     assert manifest["training"]["steps"] == 3 and manifest["training"]["data"][0]["frames"] == [0, 12]
     assert manifest["training"]["seeds"]["seed"] == 1 and manifest["made_by"].startswith("vidtag train psla")
+    assert manifest["psla_config"]["offset_prior"] == 5.0 and manifest["psla_config"]["displacement_scaling"] == "stride"
     from vidtag.weights import file_sha256
 
     assert manifest["sha256"] == file_sha256(out / "psla-nanodet-g.pt")

@@ -344,9 +344,10 @@ def _train_and_report(method: str, train_fn, config, output: Path, name: str) ->
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of module init, clips, crops and degradations.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [default: torch's].")
 @click.option("--affinity", type=click.Choice(("key_transformed", "memory")), default="memory", show_default=True, help="Non-key PSLA affinity: memory (the paper's) or key_transformed.")
+@click.option("--offset-prior", type=float, default=5.0, show_default=True, help="PSLA's learnt per-offset bias starts with this bonus for the same cell (a fresh module copies rather than blurs); 0: no bias, the paper's softmax.")
 @click.option("--labels", type=click.Path(exists=True, path_type=Path), default=None, help="CocoVID JSON / ImageNet VID folder for a detection loss instead of distillation.")
 @handle_errors
-def train_psla_command(videos, output, ranges, steps, time_limit, imgsz, seed, threads, affinity, labels):
+def train_psla_command(videos, output, ranges, steps, time_limit, imgsz, seed, threads, affinity, offset_prior, labels):
     """Train the PSLA + RFU + DenseFT modules on VIDEOS, no labels needed.
 
     The frozen per-frame NanoDet-g sees clean frames; the PSLA student sees
@@ -360,7 +361,8 @@ def train_psla_command(videos, output, ranges, steps, time_limit, imgsz, seed, t
     config = TrainConfig(
         videos=tuple(str(v) for v in videos), frames=frames, steps=steps, imgsz=imgsz, seed=seed, threads=threads,
         time_limit_s=time_limit, labels=str(labels) if labels else None, log_every=25,
-        psla=PSLAConfig(fusion_init_logit=4.0, nonkey_affinity=affinity),
+        psla=PSLAConfig(fusion_init_logit=4.0, nonkey_affinity=affinity, offset_prior=offset_prior or None,
+                        displacement_scaling="stride"),
         checkpoint=str(output / "psla-nanodet-g.pt"), checkpoint_every=200,
     )
     _train_and_report("psla", train_psla, config, output, "psla-nanodet-g")
