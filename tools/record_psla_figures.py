@@ -22,7 +22,7 @@ def main() -> None:
     manifest_path = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "weights" / "psla-nanodet-g.json"
     results = json.loads(results_path.read_text())
     manifest = json.loads(manifest_path.read_text())
-    used = results.get("psla_sha256")
+    used = results.get("modules_sha256", {}).get("psla", results.get("psla_sha256"))
     if used != manifest["sha256"]:
         raise SystemExit(f"{results_path}: made with PSLA modules {used}, not {manifest['sha256']} ({manifest_path.name})")
     rows = {(r["method"], r["link"]): r["pooled"] for r in results["results"]}
