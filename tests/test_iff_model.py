@@ -261,7 +261,7 @@ def test_windows_stop_at_a_hard_cut(nanodet, chunk):
     frames = np.concatenate((_frames(6, seed=0), _frames(5, seed=1)))
     detector = IFFVideoDetector(model, ("x",) * 80, DetectOptions(conf=0.05, imgsz=96))
     dets = list(detector.run(_chunks(frames, chunk)))
-    assert detector.shot_starts == [6]
+    assert detector.shots.starts == [6]
     ref = _whole_video_reference(model, frames, 96, shots=[(0, 6), (6, 11)])
     assert sum(len(d) for d in ref) > 0
     for d, r in zip(dets, ref, strict=True):
@@ -270,7 +270,7 @@ def test_windows_stop_at_a_hard_cut(nanodet, chunk):
     across = _whole_video_reference(model, frames, 96)  # what the cut changes: frames 4-7 see the other scene
     assert any(len(a) != len(d) or not np.allclose(a.scores, d.scores, atol=1e-4) for a, d in zip(across[4:8], dets[4:8]))
     model.set_cut_threshold(0.0)
-    assert list(detector.run(_chunks(frames, chunk))) and detector.shot_starts == []
+    assert list(detector.run(_chunks(frames, chunk))) and detector.shots.starts == []
     assert window_indices(7, 11, 2, first=6) == [6, 6, 8, 9]
 
 

@@ -340,17 +340,17 @@ def test_a_hard_cut_splits_the_segment_and_restarts_the_temporal_feature(nanodet
     detector = PSLAVideoDetector(model, nanodet_classes(), options)
     dets = list(detector.run(_chunks(video, 5)))
     assert len(dets) == 14
-    assert detector.state.shot_starts == [6] and detector.state.key_frames == [3, 8, 12]
+    assert detector.state.shots.starts == [6] and detector.state.key_frames == [3, 8, 12]
     alone = PSLAVideoDetector(build_psla(nanodet, PSLAConfig(key_interval=4)).eval(), nanodet_classes(), options)
     alone.model.load_state_dict(model.state_dict())
     want = list(alone.run(_chunks(scene_b, 3)))
-    assert alone.state.key_frames == [2, 6] and alone.state.shot_starts == []
+    assert alone.state.key_frames == [2, 6] and alone.state.shots.starts == []
     assert sum(len(d) for d in want) > 0
     for got, ref in zip(dets[6:], want):
         np.testing.assert_allclose(got.boxes, ref.boxes, atol=1e-3)
         np.testing.assert_allclose(got.scores, ref.scores, atol=1e-5)
     off = PSLAVideoDetector(build_psla(nanodet, PSLAConfig(key_interval=10, cut_threshold=0.0)).eval(), nanodet_classes(), options)
     list(off.run(_chunks(video, 5)))
-    assert off.state.shot_starts == [] and off.state.key_frames == [5, 12]
+    assert off.state.shots.starts == [] and off.state.key_frames == [5, 12]
     with pytest.raises(ValueError, match="cut_threshold"):
         PSLAConfig(cut_threshold=1.5)

@@ -68,10 +68,12 @@ def test_offsets_pattern():
 SHAPES = [(2, 3, 2, 5, 6, False), (1, 4, 3, 3, 9, True), (2, 2, 2, 1, 4, False), (3, 3, 1, 7, 2, True)]
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("d", [1, 2, 3, 4, 5])
-def test_matches_reference_values_and_gradients(impl, d):
-    gen = torch.Generator().manual_seed(100 + d)
+def _check_against_reference(impl, d, seed, with_bias):
+    """psla (and psla_weights) against reference_psla on SHAPES: values and the
+    gradients of a loss on both outputs; ``with_bias`` adds a random per-offset
+    bias longer than K (its first K entries count) and returns its gradients."""
+    gen = torch.Generator().manual_seed(seed)
+    bias_grads = []
     for b, c, c2, h, w, shared in SHAPES:
         bm = 1 if shared else b
         tensors = [
@@ -79,12 +81,17 @@ def test_matches_reference_values_and_gradients(impl, d):
             torch.randn(bm, c, h, w, generator=gen, dtype=torch.float64),
             torch.randn(bm, c2, h, w, generator=gen, dtype=torch.float64),
         ]
+        if with_bias:
+            tensors.append(3 * torch.randn(1 + 8 * (d + 2), generator=gen, dtype=torch.float64))
         fast_in = [t.clone().requires_grad_() for t in tensors]
         ref_in = [t.clone().requires_grad_() for t in tensors]
-        out, weights = psla(*fast_in, max_displacement=d, return_weights=True, impl=impl)
-        ref_out, ref_weights = reference_psla(*ref_in, d)
+        fast_bias, ref_bias = (fast_in[3], ref_in[3]) if with_bias else (None, None)
+        out, weights = psla(*fast_in[:3], max_displacement=d, return_weights=True, impl=impl, offset_bias=fast_bias)
+        ref_out, ref_weights = reference_psla(*ref_in[:3], d, offset_bias=ref_bias)
         torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=1e-10)
         torch.testing.assert_close(weights, ref_weights, atol=1e-12, rtol=1e-10)
+        if with_bias:
+            torch.testing.assert_close(psla_weights(*tensors[:2], d, impl=impl, offset_bias=tensors[3]), ref_weights.detach())
         # gradients of a loss that depends on both outputs
         g_out = torch.randn(out.shape, generator=gen, dtype=torch.float64)
         g_w = torch.randn(weights.shape, generator=gen, dtype=torch.float64)
@@ -92,36 +99,24 @@ def test_matches_reference_values_and_gradients(impl, d):
         ((ref_out * g_out).sum() + (ref_weights * g_w).sum()).backward()
         for fast, ref in zip(fast_in, ref_in):
             torch.testing.assert_close(fast.grad, ref.grad, atol=1e-10, rtol=1e-8)
+        if with_bias:
+            bias_grads.append(fast_bias.grad)
+    return bias_grads
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("d", [1, 2, 3, 4, 5])
+def test_matches_reference_values_and_gradients(impl, d):
+    _check_against_reference(impl, d, 100 + d, with_bias=False)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("d", [1, 2, 4])
 def test_offset_bias_matches_reference_values_and_gradients(impl, d):
     """A per-offset logit bias (longer than K: its first K entries count), borders included."""
-    gen = torch.Generator().manual_seed(200 + d)
-    for b, c, c2, h, w, shared in SHAPES:
-        bm = 1 if shared else b
-        tensors = [
-            torch.randn(b, c, h, w, generator=gen, dtype=torch.float64),
-            torch.randn(bm, c, h, w, generator=gen, dtype=torch.float64),
-            torch.randn(bm, c2, h, w, generator=gen, dtype=torch.float64),
-            3 * torch.randn(1 + 8 * (d + 2), generator=gen, dtype=torch.float64),
-        ]
-        fast_in = [t.clone().requires_grad_() for t in tensors]
-        ref_in = [t.clone().requires_grad_() for t in tensors]
-        out, weights = psla(*fast_in[:3], max_displacement=d, return_weights=True, impl=impl, offset_bias=fast_in[3])
-        ref_out, ref_weights = reference_psla(*ref_in[:3], d, offset_bias=ref_in[3])
-        torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=1e-10)
-        torch.testing.assert_close(weights, ref_weights, atol=1e-12, rtol=1e-10)
-        torch.testing.assert_close(psla_weights(*tensors[:2], d, impl=impl, offset_bias=tensors[3]), ref_weights.detach())
-        g_out = torch.randn(out.shape, generator=gen, dtype=torch.float64)
-        g_w = torch.randn(weights.shape, generator=gen, dtype=torch.float64)
-        ((out * g_out).sum() + (weights * g_w).sum()).backward()
-        ((ref_out * g_out).sum() + (ref_weights * g_w).sum()).backward()
-        for fast, ref in zip(fast_in, ref_in):
-            torch.testing.assert_close(fast.grad, ref.grad, atol=1e-10, rtol=1e-8)
-        assert fast_in[3].grad[1 + 8 * d :].abs().max() == 0  # entries past K are not used
-        assert fast_in[3].grad[: 1 + 8 * d].abs().max() > 0
+    for grad in _check_against_reference(impl, d, 200 + d, with_bias=True):
+        assert grad[1 + 8 * d :].abs().max() == 0  # entries past K are not used
+        assert grad[: 1 + 8 * d].abs().max() > 0
 
 
 def test_offset_bias_too_short_is_refused():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vidtag.shots import cuts, thumbnails
+from vidtag.shots import ShotBoundaries, cuts, thumbnails
 
 
 def _scene(seed: int, t: int, shift: int = 2) -> torch.Tensor:
@@ -39,3 +39,17 @@ def test_flat_frames_and_bad_threshold():
     assert cuts(thumbnails(flat)) == [1, 2]  # featureless frames correlate with nothing: NCC 0
     with pytest.raises(ValueError, match="cut threshold"):
         cuts(thumbnails(flat), threshold=-0.1)
+
+
+def test_shot_boundaries_stream_over_chunks_and_bound_shots():
+    from vidtag.models.preprocess import letterbox
+
+    video = torch.cat((_scene(0, 7), _scene(1, 5), _scene(2, 4)))
+    frames = (video * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    shots = ShotBoundaries(0.4, 96)
+    found = [shots.push(*letterbox(frames[s : s + 5], 96)) for s in range(0, 16, 5)]
+    assert found == [[], [2], [2], []] and shots.starts == [7, 12]
+    assert [shots.shot_of(t, 16) for t in (0, 6, 7, 11, 12, 15)] == [(0, 7), (0, 7), (7, 12), (7, 12), (12, 16), (12, 16)]
+    assert shots.shot_of(13, 14) == (12, 14)  # only 14 frames seen so far
+    off = ShotBoundaries(0.0, 96)
+    assert off.push(*letterbox(frames, 96)) == [] and off.shot_of(9, 16) == (0, 16)

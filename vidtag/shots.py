@@ -9,7 +9,7 @@ thumbnail averages away noise, blur and compression artefacts.
 
 Measured on the held-out halves of the development footage (thumbnails of the
 letterboxed 416-pixel inputs; ``benchmarks/robustness.py``'s degradation
-schedules; issue 4 notes): the three cuts in bikes.mp4 score 0.01, 0.23 and
+schedules; a one-off script, figures in the issue 4 notes): the three cuts in bikes.mp4 score 0.01, 0.23 and
 0.24; consecutive frames of one shot score 0.91 or more in 95 % of cases
 (0.99 on vtest.avi) and never below 0.90 when clean, and pairs with a
 degraded frame never below 0.62 (an occluder appearing).  Hence the default
@@ -17,6 +17,8 @@ threshold of 0.4.
 """
 
 from __future__ import annotations
+
+import bisect
 
 import torch
 import torch.nn.functional as F
@@ -58,3 +60,44 @@ def cuts(thumbs: Tensor, previous: Tensor | None = None, threshold: float = CUT_
     ncc = (thumbs[1:] * thumbs[:-1]).sum(dim=1)
     found = torch.nonzero(ncc < threshold).flatten().tolist()
     return [i + (previous is None) for i in found]  # ncc[i] compares rows i and i + 1 of thumbs
+
+
+class ShotBoundaries:
+    """The hard cuts of one video, found chunk by chunk from letterboxed network inputs.
+
+    Args:
+        threshold: as in :func:`cuts`; 0 finds none and computes nothing.
+        imgsz: the letterbox size the inputs were made with (to crop the padding).
+
+    Attributes:
+        starts (list[int]): frames of the video found to start a new shot, ascending.
+    """
+
+    def __init__(self, threshold: float, imgsz: int):
+        self.threshold = threshold
+        self.imgsz = imgsz
+        self.starts: list[int] = []
+        self._frames = 0  # frames seen so far
+        self._last: Tensor | None = None  # thumbnail of the last frame seen
+
+    def push(self, x: Tensor, box) -> list[int]:
+        """x (Tensor[B, 3, H, W]) the next B frames as from ``preprocess.letterbox``
+        with ``box`` -> the indices into x (0..B-1) that start a new shot."""
+        from vidtag.models.preprocess import plan_letterbox
+
+        first, self._frames = self._frames, self._frames + len(x)
+        if self.threshold == 0:
+            return []
+        _, (width, height) = plan_letterbox(box.source, self.imgsz)
+        thumbs = thumbnails(x[:, :, box.pad_y : box.pad_y + height, box.pad_x : box.pad_x + width])
+        found = cuts(thumbs, self._last, self.threshold)
+        self._last = thumbs[-1]
+        self.starts.extend(first + i for i in found)
+        return found
+
+    def shot_of(self, t: int, num_frames: int) -> tuple[int, int]:
+        """(first, end) of frame t's shot among the first ``num_frames`` frames: ``first <= t < end``."""
+        i = bisect.bisect_right(self.starts, t)
+        first = self.starts[i - 1] if i else 0
+        end = self.starts[i] if i < len(self.starts) else num_frames
+        return first, min(end, num_frames)

@@ -61,7 +61,7 @@ from torch import Tensor, nn
 from vidtag.models import modules_file
 from vidtag.models.nanodet import NanoDet, NanoDetOutput
 from vidtag.ops.flow import correlation, warp
-from vidtag.shots import CUT_THRESHOLD, cuts, thumbnails
+from vidtag.shots import CUT_THRESHOLD, ShotBoundaries
 from vidtag.types import Detections, FrameChunk
 
 MODULES = ("basic", "advanced")
@@ -484,19 +484,17 @@ class IFFVideoDetector:
         self.options = options
         self.device = torch.device(device)
         self.ring: FeatureRing | None = None  # the current video's features; set by run()
-        self.shot_starts: list[int] = []  # frames of the current video found to start a new shot
+        self.shots: ShotBoundaries | None = None  # the current video's hard cuts; set by run()
 
     @torch.inference_mode()
     def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
         """Yield one Detections per frame of ``chunks`` (one video), in order."""
         from vidtag.models.preprocess import letterbox
 
-        from vidtag.models.preprocess import plan_letterbox
-
-        radius, threshold = self.model.config.radius, self.model.config.cut_threshold
+        radius = self.model.config.radius
         self.ring = ring = FeatureRing(2 * radius + 1)
-        self.shot_starts = []
-        box, shape, emitted, last_thumbnail = None, None, 0, None
+        self.shots = ShotBoundaries(self.model.config.cut_threshold, self.options.imgsz)
+        box, shape, emitted = None, None, 0
         for chunk in chunks:
             frames = torch.as_tensor(chunk.frames).to(self.device, non_blocking=True)
             if shape is None:
@@ -504,11 +502,7 @@ class IFFVideoDetector:
             elif tuple(frames.shape[1:]) != shape:
                 raise ValueError(f"frame size changed within a video: {shape} -> {tuple(frames.shape[1:])}")
             x, box = letterbox(frames, self.options.imgsz)
-            if threshold > 0:
-                _, (width, height) = plan_letterbox(box.source, self.options.imgsz)
-                thumbs = thumbnails(x[:, :, box.pad_y : box.pad_y + height, box.pad_x : box.pad_x + width])
-                self.shot_starts.extend(ring.next_index + i for i in cuts(thumbs, last_thumbnail, threshold))
-                last_thumbnail = thumbs[-1]
+            self.shots.push(x, box)
             batch = self.model.frame_features(x)
             for row in range(len(batch)):
                 newest = ring.push(batch, row)  # copied into the ring's storage
@@ -523,9 +517,7 @@ class IFFVideoDetector:
 
     def _detect(self, t: int, num_frames: int | None, box) -> Detections:
         radius = self.model.config.radius
-        end = self.ring.next_index if num_frames is None else num_frames
-        first = max((s for s in self.shot_starts if s <= t), default=0)
-        end = min((s for s in self.shot_starts if s > t), default=end)
+        first, end = self.shots.shot_of(t, self.ring.next_index if num_frames is None else num_frames)
         neighbours = window_indices(t, end, radius, first)
         agg = self.model.aggregate(self.ring.gather([t]), self.ring.gather(neighbours))
         return self.options.postprocess(self.model.predict(agg.features), box)[0]

@@ -65,7 +65,7 @@ from vidtag.models import modules_file
 from vidtag.models.nanodet import NanoDet, NanoDetOutput
 from vidtag.ops.pointwise import pointwise, pointwise_pair
 from vidtag.ops.sampling import PSLA
-from vidtag.shots import CUT_THRESHOLD, cuts, thumbnails
+from vidtag.shots import CUT_THRESHOLD, ShotBoundaries
 from vidtag.types import Detections, FrameChunk
 
 
@@ -573,8 +573,7 @@ class _VideoState:
     source_shape: tuple[int, ...] | None = None
     max_pending: int = 0  # most frames ever buffered (tests check the bound)
     key_frames: list[int] = field(default_factory=list)  # key frames run so far, in order
-    shot_starts: list[int] = field(default_factory=list)  # frames found to start a new shot (a cut before them)
-    last_thumbnail: Tensor | None = None  # vidtag.shots thumbnail of the last frame run
+    shots: ShotBoundaries | None = None  # the video's hard cuts so far (vidtag.shots)
 
 
 class PSLAVideoDetector:
@@ -634,7 +633,9 @@ class PSLAVideoDetector:
         state.pending, state.next_start = [], start + n
 
         x, box = letterbox(frames, self.options.imgsz)
-        shot_starts = self._shot_starts(x, box)
+        if state.shots is None:
+            state.shots = ShotBoundaries(self.model.config.cut_threshold, self.options.imgsz)
+        shot_starts = state.shots.push(x, box)
         results: list[Detections] = []
         for a, b in zip([0] + shot_starts, shot_starts + [n]):
             if a == b:
@@ -651,17 +652,3 @@ class PSLAVideoDetector:
                     piece[row] = d
             results.extend(piece)
         return results
-
-    def _shot_starts(self, x: Tensor, box) -> list[int]:
-        """Indices into the segment's frames (letterboxed ``x``) that start a new shot."""
-        from vidtag.models.preprocess import plan_letterbox
-
-        threshold = self.model.config.cut_threshold
-        if threshold == 0:
-            return []
-        _, (width, height) = plan_letterbox(box.source, self.options.imgsz)
-        thumbs = thumbnails(x[:, :, box.pad_y : box.pad_y + height, box.pad_x : box.pad_x + width])
-        found = cuts(thumbs, self.state.last_thumbnail, threshold)
-        self.state.last_thumbnail = thumbs[-1]
-        self.state.shot_starts.extend(self.state.next_start - len(x) + i for i in found)
-        return found
