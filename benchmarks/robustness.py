@@ -128,18 +128,22 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_held_out(path: Path, max_frames: int | None) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Decode the held-out frames of ``path`` into memory.
+def load_held_out(path: Path, max_frames: int | None, part: str = "held_out") -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Decode the held-out frames of ``path`` into memory (``part="training"``: the
+    training frames instead, for tools that choose settings without touching the
+    held-out ones).
 
     Returns:
-        (frames uint8[T, H, W, 3] RGB, timestamps float64[T], first held-out
-        frame index in the file, frame count of the file).
+        (frames uint8[T, H, W, 3] RGB, timestamps float64[T], first frame's
+        index in the file, frame count of the file).
     """
     from vidtag.io.decode import iter_chunks, probe
 
+    if part not in ("held_out", "training"):
+        raise ValueError(f"part must be 'held_out' or 'training', got {part!r}")
     info = probe(path)
-    start = Clip.held_out_start(info.num_frames)
-    stop = info.num_frames if max_frames is None else min(info.num_frames, start + max_frames)
+    start, end = (Clip.held_out_start(info.num_frames), info.num_frames) if part == "held_out" else (0, Clip.held_out_start(info.num_frames))
+    stop = end if max_frames is None else min(end, start + max_frames)
     frames = np.empty((stop - start, info.height, info.width, 3), np.uint8)
     stamps = np.empty(stop - start, np.float64)
     chunks = iter_chunks(path, chunk_size=16, info=info)
@@ -157,9 +161,10 @@ def load_held_out(path: Path, max_frames: int | None) -> tuple[np.ndarray, np.nd
 
 
 class HeldOutClip:
-    """A clip's clean held-out frames, its degradation schedule and the degraded frames it touches."""
+    """A clip's clean held-out frames (or, with ``part="training"``, its training
+    frames), their degradation schedule and the degraded frames it touches."""
 
-    def __init__(self, clip: Clip, index: int, footage: Path, seed: int, max_frames: int | None):
+    def __init__(self, clip: Clip, index: int, footage: Path, seed: int, max_frames: int | None, part: str = "held_out"):
         from vidtag.degrade import DegradationSchedule, apply
 
         path = footage / clip.file
@@ -167,7 +172,7 @@ class HeldOutClip:
         if digest != clip.sha256:
             raise SystemExit(f"{path}: sha256 {digest} is not the one in SOURCE.md ({clip.sha256})")
         self.clip = clip
-        self.frames, self.timestamps, self.start, self.file_frames = load_held_out(path, max_frames)
+        self.frames, self.timestamps, self.start, self.file_frames = load_held_out(path, max_frames, part)
         self.seed = seed + index
         self.schedule = DegradationSchedule.sample(len(self.frames), self.seed, DEGRADED_FRACTION, BURST)
         self.mask = self.schedule.mask()
@@ -290,15 +295,16 @@ def recall_ceiling(pred, gt, iou: float = 0.5) -> np.ndarray:
 VARIANT_KEYS = {
     "psla": {"d": ("max_displacement", int), "k": ("key_interval", int), "rfu": ("use_rfu", lambda v: v == "1"),
              "denseft": ("use_denseft", lambda v: v == "1"), "scale": ("displacement_scaling", str),
-             "cut": ("cut_threshold", float)},
+             "cut": ("cut_threshold", float), "qbias": ("quality_bias", float)},
     "iff": {"w": ("window", int), "module": ("module", str), "trl": ("trl", lambda v: v == "1"), "modules": ("modules", str),
             "cut": ("cut_threshold", float)},
 }
 # Table 5 of the paper on our data: PSLA alone, + RFU, + DenseFT (= psla), then d = 2..5 (d = 4 is psla).
 # Then the same reach at every level or not (PSLAConfig.displacement_scaling); one of the two is psla itself;
-# then without the hard-cut split (cut=0, vidtag.shots).
+# then without the hard-cut split (cut=0, vidtag.shots) and with the Quality Net as trained (qbias=0,
+# PSLAConfig.quality_bias; the shipped manifest calibrates it on the training halves).
 ABLATION = ("psla:rfu=0:denseft=0", "psla:denseft=0", "psla:d=2", "psla:d=3", "psla:d=5", "psla:scale=none", "psla:scale=stride",
-            "psla:cut=0")
+            "psla:cut=0", "psla:qbias=0")
 # IFF-Net's speed-accuracy curve: window 4 / 10 / 20 (= iff), and the paper's Table 2 rows (IFF-Net-A: basic
 # module without TRL, -B: basic with TRL, -C: advanced with TRL = iff) plus the advanced module without TRL;
 # then the training recipe: the paper's (modules=paper: 3-frame softmax, no temperature) and the learned
@@ -374,17 +380,17 @@ def setting_name(method: str, link: str) -> str:
 
 
 def run_model(detector, clip: HeldOutClip, degraded: bool):
-    """(list[Detections], model seconds without chunk building)."""
+    """(list[Detections], model seconds without chunk building, the hard cuts the detector found)."""
     timer = [0.0]
     t0 = time.perf_counter()
     dets = list(detector.run(clip.chunks(degraded, timer)))
     seconds = time.perf_counter() - t0 - timer[0]
     if len(dets) != len(clip):
         raise RuntimeError(f"{detector.method} gave {len(dets)} frames for {len(clip)}")
-    return dets, seconds
+    return dets, seconds, list(getattr(detector, "shot_starts", ()))
 
 
-def seqnms_breakdown(raw, classes, frame_ids, name):
+def seqnms_breakdown(raw, classes, frame_ids, name, shot_starts=()):
     """Split Seq-NMS+'s effect on AP into box removal and rescoring.
 
     Returns a dict of variants -> predictions (VideoBoxes): the per-frame
@@ -396,7 +402,7 @@ def seqnms_breakdown(raw, classes, frame_ids, name):
     from vidtag.linking import paths_to_detections, seq_nms_paths
     from vidtag.types import Detections
 
-    paths = seq_nms_paths(raw, link_iou=0.5, suppress_iou=0.3, nms_iou=0.5)
+    paths = seq_nms_paths(raw, link_iou=0.5, suppress_iou=0.3, nms_iou=0.5, shot_starts=shot_starts)
     on_path = [np.zeros(len(d), bool) for d in raw]
     rescored = [d.scores.copy() for d in raw]
     length = [np.zeros(len(d), np.int64) for d in raw]
@@ -659,13 +665,18 @@ def main() -> None:
         from vidtag.types import FrameChunk
 
         list(d.run([FrameChunk(0, torch.from_numpy(warm), np.arange(len(warm), dtype=np.float64))]))
-    raw, model_s = {}, {}
+    raw, model_s, shots = {}, {}, {}  # per (clip, variant, method): detections, model seconds, shot starts
+
+    def link_run(key: tuple, link: str):
+        """The detections of one run linked with ``link``; no track crosses a hard cut its detector found."""
+        return link_frames(raw[key], method=link, shot_starts=shots[key])
     pass_no = 0
     for c in clips:
         for variant in ("degraded", "clean"):
             order = list(detectors) if pass_no % 2 == 0 else list(detectors)[::-1]
             for m in order:
-                raw[c.clip.name, variant, m], model_s[c.clip.name, variant, m] = run_model(detectors[m], c, variant == "degraded")
+                key = c.clip.name, variant, m
+                raw[key], model_s[key], shots[key] = run_model(detectors[m], c, variant == "degraded")
             pass_no += 1
 
     # Pseudo ground truth from the clean per-frame run.
@@ -701,7 +712,7 @@ def main() -> None:
             secs = {}
             for variant in ("degraded", "clean"):
                 t0 = time.perf_counter()
-                linked = link_frames(raw[n, variant, method], method=link)
+                linked = link_run((n, variant, method), link)
                 secs[variant] = (model_s[n, variant, method], time.perf_counter() - t0)
                 preds[variant][n] = to_video_boxes(n, linked, classes, np.arange(len(c)))
             frames = 2 * len(c)
@@ -771,7 +782,7 @@ def main() -> None:
         variants, stats = {}, {}
         for c in clips:
             for variant in ("degraded", "clean"):
-                v, s = seqnms_breakdown(raw[c.clip.name, variant, "frame"], classes, np.arange(len(c)), c.clip.name)
+                v, s = seqnms_breakdown(raw[c.clip.name, variant, "frame"], classes, np.arange(len(c)), c.clip.name, shots[c.clip.name, variant, "frame"])
                 stats[c.clip.name, variant] = s
                 if variant == "degraded":
                     for k, video in v.items():
@@ -813,9 +824,9 @@ def main() -> None:
     if args.diag_conf and ("frame", "seqnms+") in settings:
         low_options = DetectOptions(conf=args.diag_conf)
         low_detector, _ = build_detector("frame", None, low_options, args.device)
-        low, low_s, low_max = {}, 0.0, 0
+        low, low_s, low_max, low_shots = {}, 0.0, 0, {}
         for c in clips:
-            low[c.clip.name], secs = run_model(low_detector, c, True)
+            low[c.clip.name], secs, low_shots[c.clip.name] = run_model(low_detector, c, True)
             low_s += secs
             low_max += sum(len(d) >= low_options.max_det for d in low[c.clip.name])
         say(f"**Diagnostic, not a setting: the per-frame detector at conf {args.diag_conf} instead of {options.conf} on the degraded clips (pooled)** "
@@ -824,9 +835,10 @@ def main() -> None:
         say("| conf | linking | boxes on degraded frames | recall ceiling, degraded frames | AP50 all frames | AP50 degraded frames only |")
         say("|---:|---|---:|---:|---:|---:|")
         diag_low = {}
+        source_shots = {options.conf: {n: shots[n, "degraded", "frame"] for n in gt}, args.diag_conf: low_shots}
         for conf, source in ((options.conf, {n: raw[n, "degraded", "frame"] for n in gt}), (args.diag_conf, low)):
             for link in ("none", "seqnms+"):
-                pred = {c.clip.name: to_video_boxes(c.clip.name, link_frames(source[c.clip.name], method=link), classes, np.arange(len(c))) for c in clips}
+                pred = {c.clip.name: to_video_boxes(c.clip.name, link_frames(source[c.clip.name], method=link, shot_starts=source_shots[conf][c.clip.name]), classes, np.arange(len(c))) for c in clips}
                 prof = score_profile(pred, gt_deg)
                 entry = {
                     "boxes_degraded_frames": int(sum(len(pred[n].frames[f]) for n in gt_deg for f in gt_deg[n].frames)),
@@ -853,7 +865,7 @@ def main() -> None:
         n_deg = sum(len(f) for v in g_deg.values() for f in v.frames.values())
         cells = []
         for method, link in settings:
-            pred = {c.clip.name: to_video_boxes(c.clip.name, link_frames(raw[c.clip.name, "degraded", method], method=link), classes, np.arange(len(c))) for c in clips}
+            pred = {c.clip.name: to_video_boxes(c.clip.name, link_run((c.clip.name, "degraded", method), link), classes, np.arange(len(c))) for c in clips}
             a, d = ap50(g_all, pred, classes), ap50(g_deg, pred, classes)
             per_class.setdefault(cl, {})[setting_name(method, link)] = {"all": a, "degraded_only": d}
             cells.append(f"{pct(a)} / {pct(d)}")
@@ -883,7 +895,7 @@ def main() -> None:
                 if ids:
                     h, w = c.frames.shape[1:3]
                     g[c.clip.name] = to_video_boxes(c.clip.name, raw[c.clip.name, "clean", "frame"], classes, ids, PSEUDO_GT_SCORE, w, h)
-                    p[c.clip.name] = to_video_boxes(c.clip.name, link_frames(raw[c.clip.name, "degraded", method], method=link), classes, np.arange(len(c)))
+                    p[c.clip.name] = to_video_boxes(c.clip.name, link_run((c.clip.name, "degraded", method), link), classes, np.arange(len(c)))
             row[kind] = ap50(g, p, classes, scored["pooled"]) if g else None
         kind_rows[setting_name(method, link)] = row
     frames_per_kind = {k: sum(sum(s.kind == k for s in c.schedule) for c in clips) for k in KINDS}

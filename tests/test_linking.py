@@ -235,3 +235,28 @@ def test_ties_between_predecessors_and_ends():
     assert [p.members for p in paths] == [((0, 0), (1, 0)), ((0, 1),)]
     frames = [frame((0, 0, 10, 10, 0.5, 0), (50, 0, 60, 10, 0.5, 0)), frame((100, 0, 110, 10, 0.5, 0))]
     assert [p.members for p in seq_nms_paths(frames)] == [((0, 0),), ((0, 1),), ((1, 0),)]
+
+
+@pytest.mark.parametrize("method", ["seqnms", "seqnms+"])
+@pytest.mark.parametrize("seed", range(6))
+def test_no_track_crosses_a_shot_start(seed, method):
+    """Linking with shot starts == linking each shot on its own, track ids numbered on across the shots."""
+    frames, options = random_video(seed)
+    frames = frames + frames[::-1]  # the same boxes on both sides of the cut
+    cut = len(frames) // 2
+    out = link(frames, method, shot_starts=[cut, 0, len(frames), cut], **options)  # duplicates and the ends are ignored
+    before, after = link(frames[:cut], method, **options), link(frames[cut:], method, **options)
+    offset = max((int(d.track_ids.max()) for d in before if len(d)), default=0)
+    want = before + [d.with_tracks(d.track_ids + offset, d.scores) for d in after]
+    assert_same_detections(out, want)
+    assert_valid_tracks(frames, out)
+    if cut:
+        ids_before = {i for d in out[:cut] for i in d.track_ids.tolist()}
+        assert not ids_before & {i for d in out[cut:] for i in d.track_ids.tolist()}
+
+
+def test_a_still_object_is_split_at_the_cut():
+    still = [frame((10, 10, 50, 50, 0.9, 0)) for _ in range(6)]
+    assert {int(d.track_ids[0]) for d in link(still)} == {1}
+    split = link(still, shot_starts=[4])
+    assert [int(d.track_ids[0]) for d in split] == [1, 1, 1, 1, 2, 2]

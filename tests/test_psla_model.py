@@ -354,3 +354,30 @@ def test_a_hard_cut_splits_the_segment_and_restarts_the_temporal_feature(nanodet
     assert off.state.shots.starts == [] and off.state.key_frames == [5, 12]
     with pytest.raises(ValueError, match="cut_threshold"):
         PSLAConfig(cut_threshold=1.5)
+
+
+def test_quality_bias_is_a_logit_added_to_the_propagated_side(nanodet):
+    """quality_bias = b runs like Quality Nets whose last bias has b added on the P_i channel."""
+    import copy
+    from dataclasses import replace
+
+    torch.manual_seed(3)
+    model = build_psla(nanodet, PSLAConfig(fusion_init_logit=0.5))
+    for q in model.quality_nets:
+        torch.nn.init.normal_(q.out.weight, std=0.05)  # position-dependent weights, not the init's constant
+    reference = copy.deepcopy(model)
+    for q in reference.quality_nets:
+        q.out.bias.data[0] += 1.5
+    model.set_inference_config(replace(model.config, quality_bias=1.5))
+    clip = _clip(5)
+    with torch.no_grad():
+        got, want = model.forward_segment(clip, 2, None)[0][1], reference.forward_segment(clip, 2, None)[0][1]
+        plain = build_psla(nanodet, PSLAConfig(fusion_init_logit=0.5))
+        plain.load_state_dict(model.state_dict())
+        other = plain.forward_segment(clip, 2, None)[0][1]
+    torch.testing.assert_close(got.cls_scores, want.cls_scores)
+    torch.testing.assert_close(got.box_dists, want.box_dists)
+    assert not torch.allclose(got.cls_scores, other.cls_scores)  # the bias changes the non-key frames
+    assert all(q.logit_bias == 0 for q in plain.quality_nets)
+    fresh = build_psla(nanodet, PSLAConfig(quality_bias=2.0))
+    assert all(q.logit_bias == 2.0 for q in fresh.quality_nets)

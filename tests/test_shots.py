@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,3 +54,35 @@ def test_shot_boundaries_stream_over_chunks_and_bound_shots():
     assert shots.shot_of(13, 14) == (12, 14)  # only 14 frames seen so far
     off = ShotBoundaries(0.0, 96)
     assert off.push(*letterbox(frames, 96)) == [] and off.shot_of(9, 16) == (0, 16)
+
+
+def test_frame_detector_reports_the_cuts_it_saw():
+    from vidtag.models.build import DetectOptions, FrameDetector
+    from vidtag.models.nanodet import load_nanodet
+    from vidtag.types import FrameChunk
+
+    video = torch.cat((_scene(0, 7), _scene(1, 5), _scene(2, 4)))
+    frames = (video * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    chunks = [FrameChunk(s, frames[s : s + 6], np.arange(s, min(s + 6, 16)) / 10) for s in range(0, 16, 6)]
+    detector = FrameDetector(load_nanodet().eval(), tuple(f"c{i}" for i in range(80)), DetectOptions(imgsz=96), torch.device("cpu"))
+    assert len(list(detector.run(chunks))) == 16 and detector.shot_starts == [7, 12]
+    detector.cut_threshold = 0.0
+    list(detector.run(chunks[:1]))
+    assert detector.shot_starts == []  # a new video forgets the last one's cuts
+
+
+def test_pipeline_links_each_shot_apart(tmp_path):
+    """detect_video hands the detector's shot starts to the linker: a box that stays put across a cut gets two tracks."""
+    from tests.clips import make_clip
+    from tests.conftest import BrightBoxDetector
+    from vidtag.pipeline import detect_video
+
+    class CutAt4(BrightBoxDetector):
+        shot_starts = [4]
+
+    path = tmp_path / "clip.mp4"
+    make_clip(path, n_frames=8, width=96, height=64, fps=10)
+    linked = detect_video(path, CutAt4(), link="seqnms+").detections
+    ids = [d.track_ids.tolist() for d in linked]
+    assert ids[:4] == [[1]] * 4 and all(i and i[0] > 1 for i in ids[4:])
+    assert [d.track_ids.tolist() for d in detect_video(path, BrightBoxDetector(), link="seqnms+").detections] == [[1]] * 8

@@ -83,6 +83,7 @@ def link(
     link_iou: float = 0.5,
     suppress_iou: float = 0.3,
     nms_iou: float = 0.5,
+    shot_starts: Sequence[int] = (),
 ) -> list[Detections]:
     """Link the detections of consecutive frames into tracks.
 
@@ -100,6 +101,9 @@ def link(
         nms_iou: Seq-NMS+ only; per frame and class a box is dropped when its
             IoU with a kept, higher-scoring box is > this (the convention of
             :func:`vidtag.ops.boxes.nms`; equal scores rank by box index).
+        shot_starts: frames that start a new shot (hard cuts, as a detector's
+            ``shot_starts`` from :mod:`vidtag.shots`): no path crosses a cut, each
+            shot is linked on its own.  Empty: one shot.
 
     Returns:
         One :class:`Detections` per input frame holding the boxes that lie on a
@@ -117,6 +121,7 @@ def link(
         link_iou=link_iou,
         suppress_iou=suppress_iou,
         nms_iou=nms_iou if method == "seqnms+" else None,
+        shot_starts=shot_starts,
     )
     return paths_to_detections(frames, paths, method)
 
@@ -152,8 +157,9 @@ def seq_nms_paths(
     link_iou: float = 0.5,
     suppress_iou: float = 0.3,
     nms_iou: float | None = None,
+    shot_starts: Sequence[int] = (),
 ) -> list[LinkedPath]:
-    """All Seq-NMS paths, in order of discovery (classes in increasing label order).
+    """All Seq-NMS paths, in order of discovery (shot by shot, classes in increasing label order).
 
     Args:
         frames: one Detections per frame (see :func:`link`).
@@ -162,11 +168,21 @@ def seq_nms_paths(
             that frame.
         nms_iou: when given, per-frame class-aware NMS (IoU > this) runs first
             and the boxes it removes are on no path.
+        shot_starts: frames that start a new shot; each shot is searched on
+            its own, so no path crosses a cut (out-of-range and repeated
+            entries are ignored).
 
     Returns:
         list[LinkedPath]: every box not removed by NMS or suppression is on
         exactly one path.  Box indices refer to ``frames``.
     """
+    bounds = sorted({int(t) for t in shot_starts if 0 < t < len(frames)})
+    if bounds:
+        paths: list[LinkedPath] = []
+        for first, end in zip([0] + bounds, bounds + [len(frames)]):
+            shot = seq_nms_paths(frames[first:end], link_iou=link_iou, suppress_iou=suppress_iou, nms_iou=nms_iou)
+            paths.extend(p._replace(members=tuple((t + first, j) for t, j in p.members)) for p in shot)
+        return paths
     graph = _BoxGraph(frames, link_iou, suppress_iou, nms_iou)
     alive = graph.nms_keep() if nms_iou is not None else [True] * graph.size
     return [graph.to_path(members) for members in graph.search(alive)]

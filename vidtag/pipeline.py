@@ -133,7 +133,7 @@ def detect_video(
             close()
     if not detections:
         raise VideoError(path, "no decodable frames")
-    linked = link_frames(detections, method=link)
+    linked = link_frames(detections, method=link, shot_starts=getattr(detector, "shot_starts", ()))  # no track crosses a hard cut
     return VideoDetections(
         info=info,
         detections=linked,

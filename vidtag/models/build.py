@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 
 import torch
 
+from vidtag.shots import CUT_THRESHOLD, ShotBoundaries
 from vidtag.types import Detections, FrameChunk
 
 METHODS = ("frame", "psla", "iff")
@@ -59,28 +60,42 @@ class FrameDetector:
         classes: the model's class names (index = label).
         options: thresholds and input size.
         device: where the network runs.
+        cut_threshold: hard cuts (:mod:`vidtag.shots`) are found with it for
+            linking (``shot_starts``); 0 finds none.
     """
 
     method = "frame"
 
-    def __init__(self, model: torch.nn.Module, classes: tuple[str, ...], options: DetectOptions, device: torch.device):
+    def __init__(self, model: torch.nn.Module, classes: tuple[str, ...], options: DetectOptions, device: torch.device,
+                 cut_threshold: float = CUT_THRESHOLD):
         self.model = model
         self.classes = classes
         self.options = options
         self.device = device
+        self.cut_threshold = cut_threshold
+        self.shots: ShotBoundaries | None = None  # the last video's hard cuts; set by run()
+
+    @property
+    def shot_starts(self) -> list[int]:
+        """Frames of the last video that start a new shot (after ``run``)."""
+        return [] if self.shots is None else list(self.shots.starts)
 
     @torch.inference_mode()
-    def detect_frames(self, frames: torch.Tensor) -> list[Detections]:
-        """frames (uint8 Tensor[B, H, W, 3], RGB) -> B Detections in source pixels."""
+    def detect_frames(self, frames: torch.Tensor, shots: ShotBoundaries | None = None) -> list[Detections]:
+        """frames (uint8 Tensor[B, H, W, 3], RGB) -> B Detections in source pixels;
+        ``shots`` (the video's, when given) sees the frames too."""
         from vidtag.models.preprocess import letterbox
 
         x, box_map = letterbox(frames.to(self.device, non_blocking=True), self.options.imgsz)
+        if shots is not None:
+            shots.push(x, box_map)
         return self.options.postprocess(self.model(x), box_map)
 
     def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
-        """Yield one Detections per frame of ``chunks``, in order."""
+        """Yield one Detections per frame of ``chunks`` (one video), in order."""
+        self.shots = ShotBoundaries(self.cut_threshold, self.options.imgsz)
         for chunk in chunks:
-            yield from self.detect_frames(chunk.frames)
+            yield from self.detect_frames(chunk.frames, self.shots)
 
 
 def select_device(device: str = "auto") -> torch.device:
@@ -153,7 +168,7 @@ def build_detector(
     return FrameDetector(model, tuple(manifest.classes), options, dev), manifest
 
 
-INFERENCE_PSLA_OPTIONS = ("key_interval", "max_displacement", "displacement_scaling", "use_rfu", "use_denseft", "psla_impl", "cut_threshold")
+INFERENCE_PSLA_OPTIONS = ("key_interval", "max_displacement", "displacement_scaling", "use_rfu", "use_denseft", "psla_impl", "cut_threshold", "quality_bias")
 
 
 def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict, psla_weights=None):

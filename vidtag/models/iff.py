@@ -486,6 +486,11 @@ class IFFVideoDetector:
         self.ring: FeatureRing | None = None  # the current video's features; set by run()
         self.shots: ShotBoundaries | None = None  # the current video's hard cuts; set by run()
 
+    @property
+    def shot_starts(self) -> list[int]:
+        """Frames of the last video that start a new shot (after ``run``)."""
+        return [] if self.shots is None else list(self.shots.starts)
+
     @torch.inference_mode()
     def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
         """Yield one Detections per frame of ``chunks`` (one video), in order."""

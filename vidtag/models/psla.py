@@ -46,6 +46,14 @@ the same reach in pixels at the coarser levels (4 / 2 / 1 cells for d = 4).
 The shipped modules run with ``"stride"``: pooled fidelity 52.9 against 46.9
 with ``"none"`` on the robustness benchmark (issue 4 notes).
 
+Quality Net bias (``quality_bias``, not in the paper).  A logit added to the
+``P_i`` side of DenseFT's two-way softmax at inference.  Trained by
+distillation, the Quality Nets give the Transform Net's stem-only guess
+``T_i`` 30-45 % of the weight at stride 8 though it is the worse feature;
+``tools/calibrate_psla.py`` picks the bias on the training frames (never the
+benchmark's held-out ones) and writes it into the modules' manifest.  0 runs
+the modules as trained.
+
 Offline schedule (sect. 3.5): segments of ``key_interval`` frames, the middle
 frame (``start + n // 2`` for a segment of n frames) is the key frame; frames
 of a segment before its key frame wait for it.
@@ -90,6 +98,7 @@ class PSLAConfig:
     nonkey_affinity: str = "memory"  # DenseFT's PSLA compares g(T_i) with f(F_t) (paper) or f(T_k) ("key_transformed"); module doc
     offset_prior: float | None = None  # None: the paper's softmax; p: learnt per-offset logit bias starting at p for the same cell (module doc)
     cut_threshold: float = CUT_THRESHOLD  # vidtag.shots: a hard cut splits the segment and restarts F_t; 0 = off (not in the paper)
+    quality_bias: float = 0.0  # logit added to the Quality Net's P_i side at inference; 0 = as trained (module doc)
 
     def level_displacement(self, level: int) -> int:
         """Max displacement in cells at pyramid level ``level`` (stride ``8 * 2**level``)."""
@@ -201,6 +210,7 @@ class UpdateNet(nn.Module):
         self.conv = _conv(hidden_channels, mid_channels, 3)
         self.out = _conv(mid_channels, 2, 3)
         self.act = nn.ReLU()
+        self.logit_bias = 0.0  # added to the first input's logit (QualityNet: PSLAConfig.quality_bias)
         sign = 1.0 if favour == 1 else -1.0
         with torch.no_grad():
             self.out.weight.zero_()
@@ -216,7 +226,10 @@ class UpdateNet(nn.Module):
         # the 1x1 conv on cat(first, second), as two convs on the halves of its
         # weight: same result, no concatenated copy (0.7 ms a frame at stride 8)
         x = pointwise_pair(first, second, self.reduce)
-        weights = self.out(self.act(self.conv(self.act(x)))).softmax(dim=1)
+        logits = self.out(self.act(self.conv(self.act(x))))
+        if self.logit_bias:
+            logits = logits + logits.new_tensor([self.logit_bias, 0.0]).view(1, 2, 1, 1)
+        weights = logits.softmax(dim=1)
         # lerp: second + w0 * (first - second), one fused pass (3x faster than two products)
         return torch.lerp(second, first, weights[:, 0:1]), weights
 
@@ -326,6 +339,9 @@ class PSLADetector(nn.Module):
             if p is not None:
                 p.max_displacement = config.level_displacement(level)
                 p.impl = config.psla_impl
+        for q in self.quality_nets or ():
+            if q is not None:
+                q.logit_bias = config.quality_bias
 
     # --- parts --------------------------------------------------------------
 
@@ -541,6 +557,7 @@ def build_psla(detector: NanoDet, config: PSLAConfig | None = None) -> PSLADetec
     quality = per_level(lambda i: QualityNet(*fusion)) if config.use_denseft else None
     transform = TransformNet(low_channels, low_stride, channels, config.transform_channels, num_levels)
     model = PSLADetector(detector, psla, update, transform, quality, config)
+    model.set_inference_config(config)
     param = next(detector.parameters())
     fmt = torch.channels_last if detector.channels_last else torch.contiguous_format
     model.trainable_modules().to(device=param.device, memory_format=fmt)
@@ -600,6 +617,11 @@ class PSLAVideoDetector:
         self.options = options
         self.device = torch.device(device)
         self.state = _VideoState()
+
+    @property
+    def shot_starts(self) -> list[int]:
+        """Frames of the last video that start a new shot (after ``run``)."""
+        return [] if self.state.shots is None else list(self.state.shots.starts)
 
     def reset(self) -> None:
         """Forget the temporal feature and buffered frames: call at the start of each video."""
