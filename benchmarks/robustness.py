@@ -34,7 +34,8 @@ factory does not build them.  ``psla:KEY=VALUE`` runs the shipped PSLA modules
 with an inference-time change (``d``: max displacement, ``k``: key interval,
 ``rfu=0`` / ``denseft=0``: that part switched off); ``--ablation`` adds the
 paper's Table 5 rows that way (the modules are trained once, with d = 4 and
-every part on).  Detectors run at the CLI defaults (conf 0.25,
+every part on).  Linking runs shot by shot, as in ``vidtag detect``: no track
+crosses a hard cut the setting's detector found (``vidtag.shots``).  Detectors run at the CLI defaults (conf 0.25,
 imgsz 416, chunks of 8 frames).
 
 AP50.  COCO AP at IoU 0.5 (pycocotools through ``vidtag.eval.coco_ap``), the
