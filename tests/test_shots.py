@@ -86,3 +86,21 @@ def test_pipeline_links_each_shot_apart(tmp_path):
     ids = [d.track_ids.tolist() for d in linked]
     assert ids[:4] == [[1]] * 4 and all(i and i[0] > 1 for i in ids[4:])
     assert [d.track_ids.tolist() for d in detect_video(path, BrightBoxDetector(), link="seqnms+").detections] == [[1]] * 8
+
+
+def test_cut_threshold_reaches_every_method_and_defaults_agree():
+    import inspect
+
+    from vidtag.api import Runner, Settings, detect
+    from vidtag.cli import detect as detect_command
+    from vidtag.shots import CUT_THRESHOLD
+
+    cli_default = next(p.default for p in detect_command.params if p.name == "cut_threshold")
+    assert Settings().cut_threshold == cli_default == inspect.signature(detect).parameters["cut_threshold"].default == CUT_THRESHOLD
+    assert Runner(Settings(method="frame", device="cpu", cut_threshold=0.0)).detector.cut_threshold == 0.0
+    assert Runner(Settings(method="psla", device="cpu", cut_threshold=0.25)).detector.model.config.cut_threshold == 0.25
+    assert Runner(Settings(method="iff", device="cpu", cut_threshold=0.3)).detector.model.config.cut_threshold == 0.3
+    assert Runner(Settings(method="psla", device="cpu")).detector.model.config.cut_threshold == CUT_THRESHOLD
+    with pytest.raises(ValueError, match="cut threshold"):
+        Runner(Settings(device="cpu", cut_threshold=1.5))
+    assert Settings(cut_threshold=0.0).output_options(type("M", (), {"name": "w", "sha256": "s"})())["cut_threshold"] == 0.0

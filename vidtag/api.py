@@ -40,6 +40,7 @@ class Settings:
     iff_module: str | None = None  # iff: which shipped IFF module (advanced or basic); None: advanced, or iff_weights' own
     window: int = 20  # iff: neighbours aggregated per frame (+-window/2), even
     iff_weights: str | None = None  # iff: modules manifest (vidtag train iff); None = shipped
+    cut_threshold: float = 0.4  # vidtag.shots.CUT_THRESHOLD (not imported: it needs torch): hard cuts split tracks, PSLA segments, IFF windows; 0 = off
 
     def output_options(self, manifest) -> dict:
         """The options that change outputs (device and batch size do not)."""
@@ -51,6 +52,7 @@ class Settings:
             "imgsz": self.imgsz,
             "weights": manifest.name,
             "weights_sha256": manifest.sha256,
+            "cut_threshold": self.cut_threshold,
             **({"key_interval": self.key_interval, "psla_weights": self.psla_weights} if self.method == "psla" else {}),
             **({"iff_module": self.iff_module, "window": self.window, "iff_weights": self.iff_weights} if self.method == "iff" else {}),
         }
@@ -73,13 +75,16 @@ class Runner:
         options = DetectOptions(conf=settings.conf, imgsz=settings.imgsz)
         if settings.key_interval < 1:
             raise ValueError(f"key interval must be at least 1, got {settings.key_interval}")
+        if not 0.0 <= settings.cut_threshold <= 1.0:
+            raise ValueError(f"cut threshold must be in [0, 1] (0 = off), got {settings.cut_threshold}")
         psla_options = {"key_interval": settings.key_interval} if settings.method == "psla" else None
         iff_options = None
         if settings.method == "iff":
             iff_options = {"window": settings.window, **({"module": settings.iff_module} if settings.iff_module else {})}
         detector, manifest = build_detector(settings.method, settings.weights, options, self.device, psla_options,
                                             settings.psla_weights if settings.method == "psla" else None,
-                                            iff_options, settings.iff_weights if settings.method == "iff" else None)
+                                            iff_options, settings.iff_weights if settings.method == "iff" else None,
+                                            cut_threshold=settings.cut_threshold)
         if settings.classes:
             options = DetectOptions(conf=settings.conf, imgsz=settings.imgsz,
                                     classes=class_indices(settings.classes, manifest.classes))
@@ -154,9 +159,11 @@ def detect(
     weights: str | None = None,
     key_interval: int = 10,
     window: int = 20,
+    cut_threshold: float = 0.4,
 ) -> VideoDetections:
     """Detect (and link) objects in one video (``key_interval``: frames per segment for
-    ``method="psla"``; ``window``: neighbours aggregated per frame for ``method="iff"``).
+    ``method="psla"``; ``window``: neighbours aggregated per frame for ``method="iff"``;
+    ``cut_threshold``: the hard-cut test of :mod:`vidtag.shots`, 0 = off).
 
     Returns:
         VideoDetections: ``detections[i]`` holds frame i's boxes (xyxy source
@@ -164,7 +171,8 @@ def detect(
         None when ``link='none'``); ``timestamps[i]`` its time in seconds.
     """
     settings = Settings(method=method, link=link, conf=conf, classes=tuple(classes) if classes else None,
-                        imgsz=imgsz, batch=batch, device=device, weights=weights, key_interval=key_interval, window=window)
+                        imgsz=imgsz, batch=batch, device=device, weights=weights, key_interval=key_interval, window=window,
+                        cut_threshold=cut_threshold)
     return Runner(settings).detect(path)
 
 

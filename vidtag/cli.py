@@ -85,6 +85,7 @@ def _split_commas(ctx, param, value):
 @click.option("--iff-module", type=click.Choice(("advanced", "basic")), default=None, help="iff: which shipped IFF module [default: advanced; with --iff-weights: the file's].")
 @click.option("--iff-weights", type=click.Path(exists=True, dir_okay=False), default=None, help="iff: modules manifest from `vidtag train iff` [default: shipped].")
 @click.option("--link", type=click.Choice(LINK_CHOICES), default="seqnms+", show_default=True, help="Link boxes over time into tracks.")
+@click.option("--cut-threshold", type=click.FloatRange(0, 1), default=0.4, show_default=True, help="Hard cuts: a frame whose thumbnail correlates below this with the one before starts a new shot; no track crosses it, psla restarts, iff windows stop. 0: off.")
 @click.option("--conf", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="Minimum score kept.")
 @click.option("--classes", multiple=True, callback=_split_commas, help="Keep only these classes, e.g. person,car.")
 @click.option("--format", "formats", multiple=True, type=click.Choice(FORMAT_CHOICES), help="Output format; repeat for several. [default: all]")
@@ -100,7 +101,7 @@ def _split_commas(ctx, param, value):
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="One task per video on a Ray cluster: alone, find or start one (ray.init()); or auto, HOST:PORT, ray://HOST:10001, local. Needs `pip install 'vidtag[ray]'`; put it after the videos.")
 @handle_errors
-def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_weights, link, conf, classes, formats, output, overwrite, recursive, device, imgsz, batch, weights, quiet, workers, ray_address):
+def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_weights, link, cut_threshold, conf, classes, formats, output, overwrite, recursive, device, imgsz, batch, weights, quiet, workers, ray_address):
     """Detect, link and write results for video files and folders."""
     from vidtag.api import Runner, Settings, annotate, driver_runner
     from vidtag.batch import find_videos
@@ -109,7 +110,8 @@ def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_
     _check_ray_address(ray_address, workers)
     settings = Settings(method=method, link=link, conf=conf, classes=classes, imgsz=imgsz,
                         batch=batch, device=device, weights=weights, key_interval=key_interval,
-                        psla_weights=psla_weights, window=window, iff_module=iff_module, iff_weights=iff_weights)
+                        psla_weights=psla_weights, window=window, iff_module=iff_module, iff_weights=iff_weights,
+                        cut_threshold=cut_threshold)
     formats = formats or FORMAT_CHOICES
     tasks = find_videos(sources, recursive=recursive)
     parallel = ray_address is not None or workers > 1

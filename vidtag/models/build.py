@@ -125,6 +125,7 @@ def build_detector(
     psla_weights: str | Path | None = None,
     iff_options: dict | None = None,
     iff_weights: str | Path | None = None,
+    cut_threshold: float | None = None,
 ):
     """Build a ready-to-run video detector.
 
@@ -145,6 +146,8 @@ def build_detector(
             ``module`` (``"advanced"`` or ``"basic"``: which shipped modules).
         iff_weights: the IFF modules' manifest, e.g. from ``vidtag train iff``;
             None for the shipped ones of ``iff_options["module"]``.
+        cut_threshold: the hard-cut test of :mod:`vidtag.shots` for any method
+            (0: off); None keeps the default (PSLA / IFF: their modules' config).
 
     Returns:
         (detector, manifest): the detector and the manifest of its weights.
@@ -159,13 +162,19 @@ def build_detector(
     dev = device if isinstance(device, torch.device) else select_device(device)
     manifest = resolve_weights(weights or "nanodet-g-coco")
     model = load_nanodet(manifest).to(dev).eval()
+    if cut_threshold is not None:
+        if method == "psla":
+            psla_options = {**(psla_options or {}), "cut_threshold": cut_threshold}
+        elif method == "iff":
+            iff_options = {**(iff_options or {}), "cut_threshold": cut_threshold}
     if method == "psla":
         return _build_psla(model, manifest, options, dev, psla_options or {}, psla_weights), manifest
     if method == "iff":
         return _build_iff(model, manifest, options, dev, iff_options or {}, iff_weights), manifest
     if psla_options or iff_options:
         raise ValueError(f"PSLA options {sorted(psla_options)} given for method {method!r}" if psla_options else f"IFF options {sorted(iff_options)} given for method {method!r}")
-    return FrameDetector(model, tuple(manifest.classes), options, dev), manifest
+    cut = CUT_THRESHOLD if cut_threshold is None else cut_threshold
+    return FrameDetector(model, tuple(manifest.classes), options, dev, cut), manifest
 
 
 INFERENCE_PSLA_OPTIONS = ("key_interval", "max_displacement", "displacement_scaling", "use_rfu", "use_denseft", "psla_impl", "cut_threshold", "quality_bias")
