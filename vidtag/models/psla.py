@@ -49,7 +49,7 @@ with ``"none"`` on the robustness benchmark (issue 4 notes).
 Quality Net bias (``quality_bias``, not in the paper).  A logit added to the
 ``P_i`` side of DenseFT's two-way softmax at inference.  Trained by
 distillation, the Quality Nets give the Transform Net's stem-only guess
-``T_i`` 30-45 % of the weight at stride 8 though it is the worse feature;
+``T_i`` 36-45 % of the weight at stride 8 though it is the worse feature;
 ``tools/calibrate_psla.py`` picks the bias on the training frames (never the
 benchmark's held-out ones) and writes it into the modules' manifest.  0 runs
 the modules as trained.
