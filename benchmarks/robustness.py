@@ -112,6 +112,7 @@ PSEUDO_GT_SCORE = 0.4
 MIN_CLASS_BOXES = 20  # a class enters the AP50 mean with at least this many pseudo-GT boxes in the scope (docstring)
 CANDIDATE_METHODS = ("frame", "psla", "iff")
 DEFAULT_LINKS = ("none", "seqnms+")
+DEFAULT_FOOTAGE = ROOT.parent / "shared" / "footage"
 BATCH = 8
 
 MD_BEGIN = "<!-- robustness.py: begin (generated; edits here are overwritten) -->"
@@ -243,7 +244,8 @@ def ap50(gt: dict, pred: dict, classes, among=None) -> float | None:
 
     present = sorted({c for v in gt.values() for f in v.frames.values() for c in f.classes}, key=list(classes).index)
     if among is not None:
-        present = [c for c in present if c in set(among)]
+        keep = set(among)
+        present = [c for c in present if c in keep]
     if not present:
         return None
     return coco_ap(gt, pred, {n: n for n in gt}, present)["AP50"]
@@ -575,7 +577,7 @@ def main() -> None:
     parser.add_argument("--methods", default=None, help="settings METHOD or METHOD+LINK, comma-separated (default: every built method, without and with seqnms+)")
     parser.add_argument("--max-frames", type=int, default=None, help="held-out frames per clip, from its start (quick runs)")
     parser.add_argument("--out", default=str(ROOT), help="folder the results go under (default: the repo root)")
-    parser.add_argument("--footage", default=str(ROOT.parent / "shared" / "footage"), help="folder with vtest.avi and bikes.mp4")
+    parser.add_argument("--footage", default=str(DEFAULT_FOOTAGE), help="folder with vtest.avi and bikes.mp4")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s; the machine is shared)")
     parser.add_argument("--diag-conf", type=float, default=0.05, help="conf of one extra per-frame pass on the degraded clips that shows what a lower threshold leaves for linking; 0 skips it (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
@@ -667,10 +669,15 @@ def main() -> None:
 
         list(d.run([FrameChunk(0, torch.from_numpy(warm), np.arange(len(warm), dtype=np.float64))]))
     raw, model_s, shots = {}, {}, {}  # per (clip, variant, method): detections, model seconds, shot starts
+    linked_runs = {}  # (clip, variant, method), link -> linked detections: each run is linked once
 
     def link_run(key: tuple, link: str):
-        """The detections of one run linked with ``link``; no track crosses a hard cut its detector found."""
-        return link_frames(raw[key], method=link, shot_starts=shots[key])
+        """The detections of one run linked with ``link`` (no track crosses a hard cut its
+        detector found); the first call links, later ones reuse the result.  The scoring
+        loop below makes the first call of every run it times."""
+        if (key, link) not in linked_runs:
+            linked_runs[key, link] = link_frames(raw[key], method=link, shot_starts=shots[key])
+        return linked_runs[key, link]
     pass_no = 0
     for c in clips:
         for variant in ("degraded", "clean"):
@@ -691,10 +698,11 @@ def main() -> None:
         gt[c.clip.name] = to_video_boxes(c.clip.name, clean, classes, every, PSEUDO_GT_SCORE, w, h)
         gt_deg[c.clip.name] = to_video_boxes(c.clip.name, clean, classes, np.flatnonzero(c.mask), PSEUDO_GT_SCORE, w, h)
         gt_clean_frames[c.clip.name] = to_video_boxes(c.clip.name, clean, classes, np.flatnonzero(~c.mask), PSEUDO_GT_SCORE, w, h)
-    gt_classes = sorted({cl for v in gt.values() for f in v.frames.values() for cl in f.classes}, key=list(classes).index)
+    clip_counts = {n: box_counts({n: v}) for n, v in gt.items()}
+    gt_classes = [cl for cl in classes if any(cl in cc for cc in clip_counts.values())]  # label order
+    counts = {n: {cl: cc.get(cl, 0) for cl in gt_classes} for n, cc in clip_counts.items()}
     scored = {n: scored_classes({n: gt[n]}, classes) for n in gt}  # the classes each scope's AP50 averages over
     scored["pooled"] = scored_classes(gt, classes)
-    counts = {n: {cl: int(sum((f.classes == cl).sum() for f in v.frames.values())) for cl in gt_classes} for n, v in gt.items()}
     say(f"Pseudo GT boxes (score >= {PSEUDO_GT_SCORE}, clean held-out frames): " + "; ".join(
         f"{n}: " + ", ".join(f"{cl} {k}" for cl, k in cs.items() if k) for n, cs in counts.items()
     ) + f". Frames at max_det ({options.max_det}): {at_max_det}. AP50 averages over the classes with at least "

@@ -46,13 +46,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("manifest", nargs="?", default=str(ROOT / "weights" / "psla-nanodet-g.json"))
     parser.add_argument("--biases", default="0,0.5,1,1.5,2,3", help="quality_bias values to try, comma-separated")
-    parser.add_argument("--footage", default=str(ROOT.parent / "shared" / "footage"))
+    parser.add_argument("--footage", default=str(bench.DEFAULT_FOOTAGE))
     parser.add_argument("--seed", type=int, default=500, help="degradation seed of the first clip (not in 1000-1999)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write", action="store_true", help="store the chosen bias in the manifest")
     args = parser.parse_args()
     lo, hi = bench.RESERVED_SEEDS
-    if lo <= args.seed <= hi + len(bench.CLIPS):
+    if args.seed <= hi and args.seed + len(bench.CLIPS) - 1 >= lo:  # clip k uses seed + k
         raise SystemExit(f"--seed {args.seed}: seeds {lo}-{hi} are the benchmark's")
     biases = sorted({float(b) for b in args.biases.split(",")})
 
@@ -95,7 +95,7 @@ def main() -> None:
         manifest = json.loads(path.read_text())
         manifest["psla_config"]["quality_bias"] = best["quality_bias"]
         manifest["calibration"] = {
-            "command": "python tools/calibrate_psla.py " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a != str(path)),
+            "command": shlex.join(["python", "tools/calibrate_psla.py", *sys.argv[1:]]),
             "frames": {c.clip.name: [0, len(c) - 1] for c in clips},
             "seeds": {c.clip.name: c.seed for c in clips},
             "classes_scored": scored,
