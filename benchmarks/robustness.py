@@ -47,8 +47,8 @@ stays to the per-frame detector where nothing is wrong; ``frame`` scores ~100
 there by construction).  Why 20: with fewer boxes one box moves the class's AP
 by more than 5 points, and the class weighs as much as person in the mean; the
 held-out clips have classes the teacher fires on once or a few times (traffic
-light 1 box, fire hydrant 1, skis 7, dog 8), often its own flicker, which
-decided a quarter of the mean before this rule.  "fidelity, every class" is
+light 1 box, fire hydrant 1, skis 7, dog 8): four of the eleven classes in
+the mean before this rule.  "fidelity, every class" is
 the old mean over every class present, and the per-class tables show each
 class with its box count.
 
