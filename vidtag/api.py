@@ -40,6 +40,7 @@ class Settings:
     iff_module: str | None = None  # iff: which shipped IFF module (advanced or basic); None: advanced, or iff_weights' own
     window: int = 20  # iff: neighbours aggregated per frame (+-window/2), even
     iff_weights: str | None = None  # iff: modules manifest (vidtag train iff); None = shipped
+    vid_stride: int = 1  # frame: the network runs on every vid_stride-th frame, boxes carried between (vidtag.stride)
     cut_threshold: float = 0.4  # vidtag.shots.CUT_THRESHOLD (not imported: it needs torch): hard cuts split tracks, PSLA segments, IFF windows; 0 = off
 
     def output_options(self, manifest) -> dict:
@@ -53,6 +54,7 @@ class Settings:
             "weights": manifest.name,
             "weights_sha256": manifest.sha256,
             "cut_threshold": self.cut_threshold,
+            **({"vid_stride": self.vid_stride} if self.vid_stride > 1 else {}),
             **({"key_interval": self.key_interval, "psla_weights": self.psla_weights} if self.method == "psla" else {}),
             **({"iff_module": self.iff_module, "window": self.window, "iff_weights": self.iff_weights} if self.method == "iff" else {}),
         }
@@ -84,7 +86,7 @@ class Runner:
         detector, manifest = build_detector(settings.method, settings.weights, options, self.device, psla_options,
                                             settings.psla_weights if settings.method == "psla" else None,
                                             iff_options, settings.iff_weights if settings.method == "iff" else None,
-                                            cut_threshold=settings.cut_threshold)
+                                            cut_threshold=settings.cut_threshold, vid_stride=settings.vid_stride)
         if settings.classes:
             options = DetectOptions(conf=settings.conf, imgsz=settings.imgsz,
                                     classes=class_indices(settings.classes, manifest.classes))
@@ -160,10 +162,12 @@ def detect(
     key_interval: int = 10,
     window: int = 20,
     cut_threshold: float = 0.4,
+    vid_stride: int = 1,
 ) -> VideoDetections:
     """Detect (and link) objects in one video (``key_interval``: frames per segment for
     ``method="psla"``; ``window``: neighbours aggregated per frame for ``method="iff"``;
-    ``cut_threshold``: the hard-cut test of :mod:`vidtag.shots`, 0 = off).
+    ``cut_threshold``: the hard-cut test of :mod:`vidtag.shots`, 0 = off;
+    ``vid_stride``: ``method="frame"`` on every K-th frame, boxes carried between).
 
     Returns:
         VideoDetections: ``detections[i]`` holds frame i's boxes (xyxy source
@@ -172,7 +176,7 @@ def detect(
     """
     settings = Settings(method=method, link=link, conf=conf, classes=tuple(classes) if classes else None,
                         imgsz=imgsz, batch=batch, device=device, weights=weights, key_interval=key_interval, window=window,
-                        cut_threshold=cut_threshold)
+                        cut_threshold=cut_threshold, vid_stride=vid_stride)
     return Runner(settings).detect(path)
 
 

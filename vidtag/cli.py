@@ -84,6 +84,7 @@ def _split_commas(ctx, param, value):
 @click.option("--window", type=click.IntRange(min=0), default=20, show_default=True, help="iff: neighbours aggregated per frame (even; +-window/2).")
 @click.option("--iff-module", type=click.Choice(("advanced", "basic")), default=None, help="iff: which shipped IFF module [default: advanced; with --iff-weights: the file's].")
 @click.option("--iff-weights", type=click.Path(exists=True, dir_okay=False), default=None, help="iff: modules manifest from `vidtag train iff` [default: shipped].")
+@click.option("--vid-stride", type=click.IntRange(min=1), default=1, show_default=True, help="frame: run the network on every K-th frame and carry its boxes over the frames between (linked tracks are interpolated).")
 @click.option("--link", type=click.Choice(LINK_CHOICES), default="seqnms+", show_default=True, help="Link boxes over time into tracks.")
 @click.option("--cut-threshold", type=click.FloatRange(0, 1), default=0.4, show_default=True, help="Hard cuts: a frame whose thumbnail correlates below this with the one before starts a new shot; no track crosses it, psla restarts, iff windows stop. 0: off.")
 @click.option("--conf", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="Minimum score kept.")
@@ -101,17 +102,19 @@ def _split_commas(ctx, param, value):
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="One task per video on a Ray cluster: alone, find or start one (ray.init()); or auto, HOST:PORT, ray://HOST:10001, local. Needs `pip install 'vidtag[ray]'`; put it after the videos.")
 @handle_errors
-def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_weights, link, cut_threshold, conf, classes, formats, output, overwrite, recursive, device, imgsz, batch, weights, quiet, workers, ray_address):
+def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_weights, vid_stride, link, cut_threshold, conf, classes, formats, output, overwrite, recursive, device, imgsz, batch, weights, quiet, workers, ray_address):
     """Detect, link and write results for video files and folders."""
     from vidtag.api import Runner, Settings, annotate, driver_runner
     from vidtag.batch import find_videos
 
     _setup_logging(quiet)
     _check_ray_address(ray_address, workers)
+    if vid_stride > 1 and method != "frame":
+        raise click.UsageError(f"--vid-stride works with --method frame only (got --method {method})")
     settings = Settings(method=method, link=link, conf=conf, classes=classes, imgsz=imgsz,
                         batch=batch, device=device, weights=weights, key_interval=key_interval,
                         psla_weights=psla_weights, window=window, iff_module=iff_module, iff_weights=iff_weights,
-                        cut_threshold=cut_threshold)
+                        cut_threshold=cut_threshold, vid_stride=vid_stride)
     formats = formats or FORMAT_CHOICES
     tasks = find_videos(sources, recursive=recursive)
     parallel = ray_address is not None or workers > 1

@@ -133,7 +133,13 @@ def detect_video(
             close()
     if not detections:
         raise VideoError(path, "no decodable frames")
-    linked = link_frames(detections, method=link, shot_starts=getattr(detector, "shot_starts", ()))  # no track crosses a hard cut
+    shot_starts = getattr(detector, "shot_starts", ())
+    linked = link_frames(detections, method=link, shot_starts=shot_starts)  # no track crosses a hard cut
+    stride = getattr(detector, "vid_stride", 1)
+    if stride > 1 and link != "none":
+        from vidtag.stride import interpolate_held
+
+        linked = interpolate_held(linked, stride, shot_starts)
     return VideoDetections(
         info=info,
         detections=linked,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 
 from vidtag.shots import CUT_THRESHOLD, ShotBoundaries
@@ -62,23 +63,35 @@ class FrameDetector:
         device: where the network runs.
         cut_threshold: hard cuts (:mod:`vidtag.shots`) are found with it for
             linking (``shot_starts``); 0 finds none.
+        vid_stride: K: the network runs on frames 0, K, 2K, ...; the frames
+            between get a copy of the last detected frame's boxes
+            (:mod:`vidtag.stride`; the pipeline interpolates linked tracks
+            over them).  Cuts are looked for among the detected frames only.
     """
 
     method = "frame"
 
     def __init__(self, model: torch.nn.Module, classes: tuple[str, ...], options: DetectOptions, device: torch.device,
-                 cut_threshold: float = CUT_THRESHOLD):
+                 cut_threshold: float = CUT_THRESHOLD, vid_stride: int = 1):
+        if vid_stride < 1:
+            raise ValueError(f"vid_stride must be >= 1, got {vid_stride}")
         self.model = model
         self.classes = classes
         self.options = options
         self.device = device
         self.cut_threshold = cut_threshold
+        self.vid_stride = vid_stride
         self.shots: ShotBoundaries | None = None  # the last video's hard cuts; set by run()
+        self._detected: list[int] = []  # with vid_stride > 1: the frames the network ran on (shots index them)
 
     @property
     def shot_starts(self) -> list[int]:
         """Frames of the last video that start a new shot (after ``run``)."""
-        return [] if self.shots is None else list(self.shots.starts)
+        if self.shots is None:
+            return []
+        if self.vid_stride == 1:
+            return list(self.shots.starts)
+        return [self._detected[i] for i in self.shots.starts]
 
     @torch.inference_mode()
     def detect_frames(self, frames: torch.Tensor, shots: ShotBoundaries | None = None) -> list[Detections]:
@@ -94,8 +107,26 @@ class FrameDetector:
     def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
         """Yield one Detections per frame of ``chunks`` (one video), in order."""
         self.shots = ShotBoundaries(self.cut_threshold, self.options.imgsz)
+        if self.vid_stride == 1:
+            for chunk in chunks:
+                yield from self.detect_frames(chunk.frames, self.shots)
+            return
+        from vidtag.stride import is_detected
+
+        self._detected = []
+        held: Detections | None = None
+        t = 0  # index of the chunk's first frame in the video
         for chunk in chunks:
-            yield from self.detect_frames(chunk.frames, self.shots)
+            rows = [i for i in range(len(chunk)) if is_detected(t + i, self.vid_stride)]
+            found = iter(self.detect_frames(chunk.frames[rows], self.shots) if rows else ())
+            self._detected.extend(t + i for i in rows)
+            for i in range(len(chunk)):
+                if i in rows:
+                    held = next(found)
+                    yield held
+                else:
+                    yield held[np.arange(len(held))]  # a copy: linking must see separate frames
+            t += len(chunk)
 
 
 def select_device(device: str = "auto") -> torch.device:
@@ -126,6 +157,7 @@ def build_detector(
     iff_options: dict | None = None,
     iff_weights: str | Path | None = None,
     cut_threshold: float | None = None,
+    vid_stride: int = 1,
 ):
     """Build a ready-to-run video detector.
 
@@ -148,6 +180,8 @@ def build_detector(
             None for the shipped ones of ``iff_options["module"]``.
         cut_threshold: the hard-cut test of :mod:`vidtag.shots` for any method
             (0: off); None keeps the default (PSLA / IFF: their modules' config).
+        vid_stride: ``method="frame"`` only: run the network on every
+            ``vid_stride``-th frame and hold its boxes between (:mod:`vidtag.stride`).
 
     Returns:
         (detector, manifest): the detector and the manifest of its weights.
@@ -157,6 +191,10 @@ def build_detector(
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
+    if vid_stride < 1:
+        raise ValueError(f"--vid-stride must be at least 1, got {vid_stride}")
+    if vid_stride > 1 and method != "frame":
+        raise ValueError(f"--vid-stride works with --method frame only (got --method {method})")
     if options.imgsz <= 0 or options.imgsz % 32:
         raise ValueError(f"--imgsz must be a positive multiple of 32, got {options.imgsz}")
     dev = device if isinstance(device, torch.device) else select_device(device)
@@ -174,7 +212,7 @@ def build_detector(
     if psla_options or iff_options:
         raise ValueError(f"PSLA options {sorted(psla_options)} given for method {method!r}" if psla_options else f"IFF options {sorted(iff_options)} given for method {method!r}")
     cut = CUT_THRESHOLD if cut_threshold is None else cut_threshold
-    return FrameDetector(model, tuple(manifest.classes), options, dev, cut), manifest
+    return FrameDetector(model, tuple(manifest.classes), options, dev, cut, vid_stride), manifest
 
 
 INFERENCE_PSLA_OPTIONS = ("key_interval", "max_displacement", "displacement_scaling", "use_rfu", "use_denseft", "psla_impl", "cut_threshold", "quality_bias")
