@@ -102,7 +102,7 @@ def main() -> None:
             def key_frame():  # N_l, the rest of N_f, Transform(Fl_k) for the non-key affinity, RFU, N_t
                 low = model.low_features(key_x)
                 high = model.high_features(None, low)
-                model.predict(list(model.update_memory(high, memory, model._key_transformed(low)).features))
+                model.predict(list(model.update_memory(high, memory, model._key_side(low)).features))
 
             def nonkey_frames():
                 model.predict(model.nonkey_features(rest, memory)[0])

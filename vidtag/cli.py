@@ -455,6 +455,18 @@ def models():
             "made by": m.made_by,
             "measured": ", ".join(f"{k}: {v}" for k, v in (m.parity or {}).items() if not isinstance(v, (dict, list))),
         }
+        data = (m.training or {}).get("data") or []
+        if data:
+            rows["trained on"] = "; ".join(f"{d.get('file')} frames {d['frames'][0]}-{d['frames'][1] - 1}" if d.get("frames")
+                                           else str(d.get("file")) for d in data)
+        if (m.inference or {}).get("config"):
+            config = m.inference["config"]
+            rows["runs with"] = ", ".join(f"{k}={v}" for k, v in config.items())
+            if config.get("nonkey_affinity") == "appearance" and not config.get("use_rfu", True):
+                rows["runs with"] += (" (non-key frames use no trained module: the training data above does not"
+                                      " limit which scenes it suits)")
+            if m.inference.get("chosen_on"):
+                rows["chosen on"] = ", ".join(m.inference["chosen_on"]) + f" ({m.inference.get('chosen_by', '')})"
         for key, value in rows.items():
             table.add_row(key, str(value))
         console.print(table)

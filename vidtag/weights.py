@@ -36,6 +36,8 @@ class WeightsManifest:
         licenses: licence names of the weights and their sources.
         made_by: the command that produced the file.
         parity: measured figures (e.g. max abs difference to the reference).
+        training: for trained temporal modules: the data they were trained on (``data``: file, frames) and how.
+        inference: settings the modules run with by default (``config``) and how they were chosen.
         manifest_path: the .json this was read from.
     """
 
@@ -52,6 +54,8 @@ class WeightsManifest:
     licenses: tuple[str, ...] = ()
     made_by: str = ""
     parity: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    inference: dict = field(default_factory=dict)
     manifest_path: Path | None = None
 
     @property
@@ -80,6 +84,8 @@ class WeightsManifest:
                 licenses=tuple(data.get("licenses", ())),
                 made_by=data.get("made_by", ""),
                 parity=data.get("parity", {}),
+                training=data.get("training", {}),
+                inference=data.get("inference", {}),
                 manifest_path=path,
             )
         except FileNotFoundError:

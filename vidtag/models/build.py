@@ -215,7 +215,9 @@ def build_detector(
     return FrameDetector(model, tuple(manifest.classes), options, dev, cut, vid_stride), manifest
 
 
-INFERENCE_PSLA_OPTIONS = ("key_interval", "max_displacement", "displacement_scaling", "use_rfu", "use_denseft", "psla_impl", "cut_threshold", "quality_bias")
+INFERENCE_PSLA_OPTIONS = ("key_interval", "max_displacement", "displacement_scaling", "use_rfu", "use_denseft", "psla_impl",
+                          "cut_threshold", "quality_bias", "nonkey_affinity", "appearance_temperature", "appearance_prior",
+                          "promote_below", "two_sided")
 
 
 def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict, psla_weights=None):
@@ -231,6 +233,8 @@ def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.de
     saved = PSLAConfig.from_saved(psla_manifest["psla_config"])
     model = build_psla(nanodet, saved)
     model.load_modules(file)
+    # the manifest's own inference settings (chosen after training, see its "inference" record), then the caller's
+    overrides = {**psla_manifest.get("inference", {}).get("config", {}), **overrides}
     if overrides:
         try:
             model.set_inference_config(PSLAConfig.from_saved(asdict(saved), **overrides))

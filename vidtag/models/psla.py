@@ -63,7 +63,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -72,9 +72,12 @@ from torch import Tensor, nn
 from vidtag.models import modules_file
 from vidtag.models.nanodet import NanoDet, NanoDetOutput
 from vidtag.ops.pointwise import pointwise, pointwise_pair
-from vidtag.ops.sampling import PSLA
+from vidtag.ops.sampling import PSLA, psla_affinities, psla_aggregate
 from vidtag.shots import CUT_THRESHOLD, ShotBoundaries
 from vidtag.types import Detections, FrameChunk
+
+
+NONKEY_AFFINITIES = ("memory", "key_transformed", "appearance")
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,10 @@ class PSLAConfig:
     offset_prior: float | None = None  # None: the paper's softmax; p: learnt per-offset logit bias starting at p for the same cell (module doc)
     cut_threshold: float = CUT_THRESHOLD  # vidtag.shots: a hard cut splits the segment and restarts F_t; 0 = off (not in the paper)
     quality_bias: float = 0.0  # logit added to the Quality Net's P_i side at inference; 0 = as trained (module doc)
+    appearance_temperature: float = 50.0  # nonkey_affinity="appearance": softmax scale of the cosines (module doc)
+    appearance_prior: float = 3.0  # nonkey_affinity="appearance": logit added for the same cell (the carried-over feature)
+    two_sided: bool = True  # nonkey_affinity="appearance": frames between two key frames attend to both (offline; PSLAVideoDetector)
+    promote_below: float = 0.0  # nonkey_affinity="appearance": a non-key frame whose match quality is below this runs as a key frame; 0 = never
 
     def level_displacement(self, level: int) -> int:
         """Max displacement in cells at pyramid level ``level`` (stride ``8 * 2**level``)."""
@@ -132,8 +139,12 @@ class PSLAConfig:
             raise ValueError(f"displacement_scaling must be 'none' or 'stride', got {self.displacement_scaling!r}")
         if not 0 <= self.cut_threshold <= 1:
             raise ValueError(f"cut_threshold must be in [0, 1] (0 = off), got {self.cut_threshold}")
-        if self.nonkey_affinity not in ("memory", "key_transformed"):
-            raise ValueError(f"nonkey_affinity must be 'memory' or 'key_transformed', got {self.nonkey_affinity!r}")
+        if self.nonkey_affinity not in NONKEY_AFFINITIES:
+            raise ValueError(f"nonkey_affinity must be one of {', '.join(NONKEY_AFFINITIES)}, got {self.nonkey_affinity!r}")
+        if self.appearance_temperature <= 0:
+            raise ValueError(f"appearance_temperature must be > 0, got {self.appearance_temperature}")
+        if not 0 <= self.promote_below <= 1:
+            raise ValueError(f"promote_below must be in [0, 1] (0 = never), got {self.promote_below}")
 
 
 @dataclass(frozen=True)
@@ -334,6 +345,9 @@ class PSLADetector(nn.Module):
         """
         if (config.use_rfu and self.update_nets is None) or (config.use_denseft and self.quality_nets is None):
             raise ValueError("cannot switch on RFU / DenseFT: the modules were built without them")
+        if config.nonkey_affinity != self.config.nonkey_affinity and config.nonkey_affinity != "appearance":
+            raise ValueError(f"modules trained for nonkey_affinity={self.config.nonkey_affinity!r} cannot run "
+                             f"{config.nonkey_affinity!r} (only 'appearance', which needs no trained non-key part)")
         self.config = config
         for level, p in enumerate(self.psla):
             if p is not None:
@@ -385,8 +399,10 @@ class PSLADetector(nn.Module):
         Args:
             key_features: ``Fh_k`` per level, Tensor[1, C, h, w].
             memory: ``F_t`` before this key frame, or None at the first one.
-            key_transformed: ``Transform(Fl_k)`` per level, Tensor[1, C, h, w];
-                needed with ``nonkey_affinity="key_transformed"``.
+            key_transformed: what the non-key frames compare with, per level
+                (:meth:`_key_side`): ``Transform(Fl_k)`` Tensor[1, C, h, w] for
+                ``nonkey_affinity="key_transformed"``, the key frame's
+                :func:`appearance_descriptors` for ``"appearance"``.
 
         Returns:
             PSLAMemory: the updated ``F_t`` (also the key frame's features for
@@ -406,7 +422,9 @@ class PSLADetector(nn.Module):
         if self.config.nonkey_affinity == "memory":
             return PSLAMemory(tuple(features), embeds, embeds)
         if key_transformed is None:
-            raise ValueError("nonkey_affinity='key_transformed' needs the key frame's Transform(Fl_k)")
+            raise ValueError(f"nonkey_affinity={self.config.nonkey_affinity!r} needs the key frame's side (_key_side)")
+        if self.config.nonkey_affinity == "appearance":
+            return PSLAMemory(tuple(features), embeds, tuple(key_transformed))
         nonkey_embeds = tuple(None if p is None else p.embed_memory(t) for p, t in zip(self.psla, key_transformed))
         return PSLAMemory(tuple(features), embeds, nonkey_embeds)
 
@@ -424,7 +442,13 @@ class PSLADetector(nn.Module):
         """
         return self._densefts(self.low_features(x), memory)
 
-    def _densefts(self, low: Tensor, memory: PSLAMemory) -> tuple[list[Tensor], list[Tensor], list[Tensor | None]]:
+    def _densefts(
+        self, low: Tensor, memory: PSLAMemory, match_quality: list[Tensor] | None = None
+    ) -> tuple[list[Tensor], list[Tensor | None], list[Tensor | None]]:
+        """Non-key features from ``low`` (Tensor[B, Cl, h, w]); with ``"appearance"``,
+        ``match_quality`` (when given) receives the Tensor[B] of :meth:`_appearance_propagate`."""
+        if self.config.nonkey_affinity == "appearance":
+            return self._appearance_propagate(low, memory, match_quality)
         transformed = self.transform_net(low)
         features, propagated = [], []
         for i, t in enumerate(transformed):
@@ -437,31 +461,129 @@ class PSLADetector(nn.Module):
             features.append(self.quality_nets[i](p, t)[0] if self.config.use_denseft else p)
         return features, transformed, propagated
 
-    def forward_segment(self, x: Tensor, key: int, memory: PSLAMemory | None) -> tuple[list[NanoDetOutput], PSLAMemory]:
+    def _appearance_descriptors(self, low: Tensor) -> list[Tensor | None]:
+        """:func:`appearance_descriptors` of ``low`` at each PSLA level's stride (None elsewhere)."""
+        low_stride = self.detector.backbone.strides[self.config.split_stage]
+        return [None if p is None else appearance_descriptors(low, 8 * 2**i // low_stride) for i, p in enumerate(self.psla)]
+
+    def _appearance_propagate(
+        self, low: Tensor, memory: PSLAMemory | Sequence[PSLAMemory], match_quality: list[Tensor] | None = None
+    ) -> tuple[list[Tensor], list[Tensor | None], list[Tensor | None]]:
+        """``nonkey_affinity="appearance"``: the key frames' ``F_t`` carried over to non-key frames.
+
+        Per level, PSLA's sparse neighbourhood and aggregation with fixed
+        weights: ``softmax(appearance_temperature * cos + appearance_prior *
+        [centre])`` taken jointly over the neighbourhoods of every key frame
+        in ``memory`` (one, or the two key frames either side of the frames),
+        where ``cos`` is :func:`patch_cosines` between the frame's appearance
+        features around p and a key frame's around ``p + o``.  Nothing here is
+        trained, so it behaves alike on every scene; where no offset matches
+        better than the others, the prior leaves the key frames' own cells in
+        place (the carried-over feature), and where one key frame matches
+        better (an object that left or entered, a degraded key frame) it takes
+        the weight.  Levels without PSLA take the Transform Net's output.
+
+        Args:
+            low (Tensor[B, Cl, h, w]): the non-key frames' ``Fl``.
+            memory: the key frames' memories (batch 1 each).
+            match_quality: if a list, receives Tensor[B]: per frame, the mean
+                over the finest PSLA level's cells of the best cosine over every
+                key frame's neighbourhood, in [-1, 1]; low when the frame shows
+                what no key frame did (a new scene, a large jump).
+        """
+        config = self.config
+        memories = [memory] if isinstance(memory, PSLAMemory) else list(memory)
+        descriptors = self._appearance_descriptors(low)
+        transformed = self.transform_net(low) if any(p is None for p in self.psla) else [None] * len(self.psla)
+        features, propagated = [], []
+        for i, (p, desc) in enumerate(zip(self.psla, descriptors)):
+            if p is None:
+                features.append(transformed[i])
+                propagated.append(None)
+                continue
+            d = p.max_displacement
+            cosines = torch.cat([patch_cosines(desc, m.nonkey_embeds[i], d) for m in memories], dim=1)
+            if match_quality is not None and not match_quality:
+                match_quality.append(cosines.amax(dim=1).mean(dim=(1, 2)))
+            k_count = cosines.shape[1] // len(memories)
+            prior = cosines.new_zeros(len(memories), k_count)
+            prior[:, 0] = config.appearance_prior
+            logits = cosines * config.appearance_temperature + prior.view(1, -1, 1, 1)
+            weights = logits.softmax(dim=1).split(k_count, dim=1)
+            aligned = sum(psla_aggregate(w, m.features[i], d, p.impl) for w, m in zip(weights, memories))
+            features.append(aligned)
+            propagated.append(aligned)
+        return features, transformed, propagated
+
+    def forward_segment(
+        self, x: Tensor, key: int, memory: PSLAMemory | None, promoted: list[int] | None = None
+    ) -> tuple[list[NanoDetOutput], PSLAMemory]:
         """Inference on one segment: N_l on all its frames as one batch, the rest
-        of N_f + RFU on the key frame, DenseFT on the others.
+        of N_f + RFU on the key frame, DenseFT (or the appearance propagation)
+        on the others, with :meth:`nonkey_output`'s promotion rule.
 
         Args:
             x (Tensor[n, 3, H, W]): the segment's normalised frames.
             key (int): index of the key frame in x.
             memory: ``F_t`` before this segment (None for the first).
+            promoted: if a list, the indices into x of promoted frames are appended.
 
         Returns:
             ([key output (batch 1), non-key output (batch n - 1, frame order) or
             absent when n == 1], the updated memory).
         """
         low = self.low_features(x)
-        key_low = low[key : key + 1]
-        memory = self.update_memory(self.high_features(None, key_low), memory, self._key_transformed(key_low))
-        outputs = [self.predict(list(memory.features))]
+        memory, key_output = self.key_frame(low[key : key + 1], memory)
+        outputs = [key_output]
         if len(x) > 1:
             others = [i for i in range(len(x)) if i != key]
-            outputs.append(self.predict(self._densefts(low[others], memory)[0]))
+            rows: list[int] = []
+            outputs.append(self.nonkey_output(low[others], [memory], rows))
+            if promoted is not None:
+                promoted.extend(others[r] for r in rows)
         return outputs, memory
 
-    def _key_transformed(self, key_low: Tensor) -> list[Tensor] | None:
-        """``Transform(Fl_k)`` when the non-key affinity needs it, else None."""
-        return self.transform_net(key_low) if self.config.nonkey_affinity == "key_transformed" else None
+    def key_frame(self, key_low: Tensor, memory: PSLAMemory | None) -> tuple[PSLAMemory, NanoDetOutput]:
+        """The rest of N_f and RFU on a key frame's ``Fl`` (Tensor[1, Cl, h, w]) ->
+        (the updated memory, the key frame's head output)."""
+        memory = self.update_memory(self.high_features(None, key_low), memory, self._key_side(key_low))
+        return memory, self.predict(list(memory.features))
+
+    def nonkey_output(self, low: Tensor, memories: Sequence[PSLAMemory], promoted: list[int] | None = None) -> NanoDetOutput:
+        """Head output of non-key frames from their ``Fl`` (Tensor[B, Cl, h, w]).
+
+        ``memories``: the key frame's memory, or with ``nonkey_affinity=
+        "appearance"`` the memories of the key frames either side (see
+        :meth:`_appearance_propagate`).  With ``"appearance"`` and
+        ``promote_below > 0``, a frame whose match quality is below
+        ``promote_below`` is *promoted*: it runs the whole network on its own,
+        exactly as per-frame detection would (no memory changes); its row
+        index is appended to ``promoted`` when that is a list.
+        """
+        if self.config.nonkey_affinity != "appearance":
+            if len(memories) != 1:
+                raise ValueError(f"nonkey_affinity={self.config.nonkey_affinity!r} propagates from one key frame, got {len(memories)}")
+            return self.predict(self._densefts(low, memories[0])[0])
+        quality: list[Tensor] = []
+        features = self._appearance_propagate(low, memories, quality)[0]
+        if self.config.promote_below > 0:
+            rows = torch.nonzero(quality[0] < self.config.promote_below).flatten()
+            if len(rows):
+                own = self.high_features(None, low[rows])
+                features = [f.index_copy(0, rows, h.to(f.dtype)) for f, h in zip(features, own)]
+                if promoted is not None:
+                    promoted.extend(rows.tolist())
+        return self.predict(features)
+
+    def _key_side(self, key_low: Tensor) -> list[Tensor] | None:
+        """What the non-key frames compare with, from the key frame's ``Fl_k``:
+        ``Transform(Fl_k)`` (``"key_transformed"``), its appearance descriptors
+        (``"appearance"``), or None (``"memory"``: ``f(F_t)``, made in :meth:`update_memory`)."""
+        if self.config.nonkey_affinity == "key_transformed":
+            return self.transform_net(key_low)
+        if self.config.nonkey_affinity == "appearance":
+            return self._appearance_descriptors(key_low)
+        return None
 
     # --- training-friendly forward ------------------------------------------
 
@@ -484,7 +606,7 @@ class PSLADetector(nn.Module):
         low = self.low_features(clip)
         key_low = low[key_index : key_index + 1]
         key_features = self.high_features(None, key_low)
-        memory = self.update_memory(key_features, memory, self._key_transformed(key_low))
+        memory = self.update_memory(key_features, memory, self._key_side(key_low))
         nonkey_index = [i for i in range(t) if i != key_index]
         key_output = self.predict(list(memory.features))
         if nonkey_index:
@@ -530,7 +652,49 @@ class PSLADetector(nn.Module):
         Raises:
             ValueError: the file was saved for another configuration.
         """
-        modules_file.load_modules(self, path, self.SHAPE_FIELDS)
+        fields = self.SHAPE_FIELDS
+        if self.config.nonkey_affinity == "appearance":  # needs nothing trained for the non-key affinity
+            fields = tuple(f for f in fields if f != "nonkey_affinity")
+        modules_file.load_modules(self, path, fields)
+
+
+def appearance_descriptors(low: Tensor, factor: int) -> Tensor:
+    """Parameter-free appearance features for ``nonkey_affinity="appearance"``.
+
+    low (Tensor[B, C, h, w]) -> Tensor[B, C, h / factor, w / factor]: ``low``
+    average-pooled by ``factor``, minus its mean over channels at each cell
+    (what :func:`patch_cosines` compares).
+    """
+    x = F.avg_pool2d(low, factor) if factor > 1 else low
+    return x - x.mean(dim=1, keepdim=True)
+
+
+def patch_cosines(query: Tensor, key: Tensor, max_displacement: int) -> Tensor:
+    """Cosine between 3x3 patches of two appearance maps, over PSLA's neighbourhood.
+
+    Args:
+        query (Tensor[B, C, h, w]): the frames' :func:`appearance_descriptors`.
+        key (Tensor[B or 1, C, h, w]): the key frame's.
+        max_displacement (int): ``d``; offsets ``psla_offsets(d)``.
+
+    Returns:
+        Tensor[B, K, h, w]: channel k at p is the cosine between the 3x3 patch
+        of ``query`` around p and that of ``key`` around ``p + o_k`` (the
+        C * 9 values of each patch as one vector, cells outside the map as
+        zeros); ``-inf`` where ``p + o_k`` is outside the map.  Computed as box
+        sums of per-cell inner products, 9x fewer operations than comparing
+        unfolded patches.
+    """
+    dots = psla_affinities(query, key, max_displacement)  # <q(p), k(p + o)>, -inf where p + o is outside
+    outside = torch.isinf(dots)
+    numerator = F.avg_pool2d(dots.masked_fill(outside, 0.0), 3, 1, 1, count_include_pad=True) * 9
+    query_sq = F.avg_pool2d(query.square().sum(dim=1, keepdim=True), 3, 1, 1, count_include_pad=True) * 9
+    key_sq = F.avg_pool2d(key.square().sum(dim=1, keepdim=True), 3, 1, 1, count_include_pad=True) * 9
+    # the key's patch energy at p + o_k, for every k: the same shifted-slice pattern with a constant query
+    key_sq_shifted = psla_affinities(torch.ones_like(query_sq[:1]), key_sq, max_displacement) if key_sq.shape[0] == 1 \
+        else psla_affinities(torch.ones_like(query_sq), key_sq, max_displacement)
+    cosines = numerator / (query_sq * key_sq_shifted.masked_fill(torch.isinf(key_sq_shifted), 0.0)).sqrt().clamp(min=1e-6)
+    return cosines.masked_fill(outside, float("-inf"))
 
 
 def _take(output: NanoDetOutput, row: int) -> NanoDetOutput:
@@ -583,6 +747,15 @@ def segment_key_frames(num_frames: int, key_interval: int) -> list[tuple[int, in
 
 
 @dataclass
+class _Tail:
+    """Non-key frames after the last key frame, waiting for the next one (two-sided propagation)."""
+
+    low: Tensor  # Fl of the frames, Tensor[m, Cl, h, w]
+    memory: PSLAMemory  # the key frame before them
+    box: object  # their letterbox map
+
+
+@dataclass
 class _VideoState:
     memory: PSLAMemory | None = None
     pending: list[Tensor] = field(default_factory=list)  # frames of the current segment, uint8 [H, W, 3]
@@ -590,7 +763,10 @@ class _VideoState:
     source_shape: tuple[int, ...] | None = None
     max_pending: int = 0  # most frames ever buffered (tests check the bound)
     key_frames: list[int] = field(default_factory=list)  # key frames run so far, in order
+    promoted: list[int] = field(default_factory=list)  # non-key frames run as key frames (PSLAConfig.promote_below)
     shots: ShotBoundaries | None = None  # the video's hard cuts so far (vidtag.shots)
+    tail: _Tail | None = None  # frames after the last key frame, not yet output (two-sided propagation)
+    emitted: int = 0  # frames output so far
 
 
 class PSLAVideoDetector:
@@ -601,6 +777,12 @@ class PSLAVideoDetector:
     frames (one batch: N_l + DenseFT + N_t).  A hard cut (``vidtag.shots``,
     ``config.cut_threshold``) splits a segment in two, each with its own key
     frame (the middle), and the temporal feature restarts after it.
+
+    With ``nonkey_affinity="appearance"`` and ``two_sided``, the frames
+    between two key frames of one shot attend to both: the frames after a
+    key frame wait (as their low-level features, at most half a segment)
+    until the next key frame has run; the frames before a shot's first key
+    frame and after its last one have one key frame.
 
     Args:
         model (PSLADetector): in eval mode on ``device``.
@@ -623,6 +805,11 @@ class PSLAVideoDetector:
         """Frames of the last video that start a new shot (after ``run``)."""
         return [] if self.state.shots is None else list(self.state.shots.starts)
 
+    @property
+    def promoted_frames(self) -> list[int]:
+        """Non-key frames of the last video that ran the whole network (``PSLAConfig.promote_below``)."""
+        return list(self.state.promoted)
+
     def reset(self) -> None:
         """Forget the temporal feature and buffered frames: call at the start of each video."""
         self.state = _VideoState()
@@ -640,6 +827,12 @@ class PSLAVideoDetector:
                     yield from self._run_segment()
         if self.state.pending:
             yield from self._run_segment()
+        yield from self._flush_tail()
+
+    @property
+    def _two_sided(self) -> bool:
+        config = self.model.config
+        return config.nonkey_affinity == "appearance" and config.two_sided
 
     @torch.inference_mode()
     def _run_segment(self) -> list[Detections]:
@@ -663,14 +856,58 @@ class PSLAVideoDetector:
             if a == b:
                 continue  # a cut before the segment's first frame
             if a in shot_starts:
+                results.extend(self._flush_tail())
                 state.memory = None  # another scene: nothing to carry over
-            key = (b - a) // 2
-            state.key_frames.append(start + a + key)
-            outputs, state.memory = self.model.forward_segment(x[a:b], key, state.memory)
-            piece: list[Detections | None] = [None] * (b - a)
-            for rows, output in zip([key, [i for i in range(b - a) if i != key]], outputs):
-                dets = self.options.postprocess(output, box)
-                for row, d in zip([rows] if isinstance(rows, int) else rows, dets):
-                    piece[row] = d
-            results.extend(piece)
+            results.extend(self._run_piece(x[a:b], box, start + a))
         return results
+
+    def _run_piece(self, x: Tensor, box, start: int) -> list[Detections]:
+        """One shot's part of a segment (frames ``start ..``): its key frame, and
+        the non-key frames that can be output now."""
+        state, model = self.state, self.model
+        n = len(x)
+        key = n // 2
+        state.key_frames.append(start + key)
+        low = model.low_features(x)
+        previous = state.memory
+        state.memory, key_output = model.key_frame(low[key : key + 1], previous)
+        results: list[Detections] = []
+        if not self._two_sided:
+            results = [None] * n
+            results[key] = self.options.postprocess(key_output, box)[0]
+            others = [i for i in range(n) if i != key]
+            if others:
+                for i, d in zip(others, self._nonkey(low[others], [state.memory], box, [start + i for i in others])):
+                    results[i] = d
+            return results
+        # two-sided: the frames waiting since the shot's last key frame and this piece's frames before its key
+        memories = [state.memory] if previous is None else [previous, state.memory]
+        if state.tail is not None:
+            tail, state.tail = state.tail, None
+            waiting = state.emitted
+            results.extend(self._nonkey(torch.cat((tail.low, low[:key])), memories, box,
+                                        list(range(waiting, waiting + len(tail.low) + key))))
+        elif key:
+            results.extend(self._nonkey(low[:key], memories, box, list(range(start, start + key))))
+        results.extend(self.options.postprocess(key_output, box))
+        if key + 1 < n:
+            state.tail = _Tail(low[key + 1 :], state.memory, box)
+        state.emitted = start + key + 1
+        return results
+
+    def _nonkey(self, low: Tensor, memories: list[PSLAMemory], box, frames: list[int]) -> list[Detections]:
+        promoted: list[int] = []
+        output = self.model.nonkey_output(low, memories, promoted)
+        self.state.promoted.extend(frames[r] for r in promoted)
+        return self.options.postprocess(output, box)
+
+    @torch.inference_mode()
+    def _flush_tail(self) -> list[Detections]:
+        """The waiting frames with their one key frame (at a cut or the end of the video)."""
+        state = self.state
+        if state.tail is None:
+            return []
+        tail, state.tail = state.tail, None
+        first = state.emitted
+        state.emitted = first + len(tail.low)
+        return self._nonkey(tail.low, [tail.memory], tail.box, list(range(first, state.emitted)))

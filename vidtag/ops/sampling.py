@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from vidtag.ops.pointwise import pointwise
 
-__all__ = ["PSLA", "psla", "psla_aggregate", "psla_offsets", "psla_weights"]
+__all__ = ["PSLA", "psla", "psla_affinities", "psla_aggregate", "psla_offsets", "psla_weights"]
 
 
 
@@ -196,6 +196,25 @@ def psla(
 
 
 def _slice_weights(query_embed: Tensor, memory_embed: Tensor, max_displacement: int, scale: float, offset_bias: Tensor | None) -> Tensor:
+    return psla_affinities(query_embed, memory_embed, max_displacement, scale, offset_bias).softmax(dim=1)
+
+
+def psla_affinities(
+    query_embed: Tensor, memory_embed: Tensor, max_displacement: int = 4, scale: float = 1.0, offset_bias: Tensor | None = None
+) -> Tensor:
+    """The logits PSLA's softmax takes, before it: ``scale * <q(p), m(p + o_k)> + offset_bias[k]``.
+
+    Args:
+        query_embed (Tensor[B, C, H, W]), memory_embed (Tensor[B or 1, C, H, W]): as in :func:`psla_weights`.
+        max_displacement (int): ``d``; ``K = 1 + 8 * d`` offsets (:func:`psla_offsets`).
+        scale (float): multiplies the inner products.
+        offset_bias (Tensor[K'] | None): added to offset k's logit (first K entries).
+
+    Returns:
+        Tensor[B, K, H, W]: ``-inf`` where ``p + o_k`` is outside the map.
+    """
+    _check_pair(query_embed, memory_embed, "memory_embed")
+    offset_bias = _check_bias(offset_bias, max_displacement)
     b, _, h, w = query_embed.shape
     offsets = psla_offsets(max_displacement)
     logits = query_embed.new_full((b, len(offsets), h, w), float("-inf"))
@@ -208,7 +227,7 @@ def _slice_weights(query_embed: Tensor, memory_embed: Tensor, max_displacement: 
         m = memory_embed[:, :, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
         logit = torch.linalg.vecdot(q, m, dim=1) * scale
         logits[:, k, y0:y1, x0:x1] = logit if offset_bias is None else logit + offset_bias[k]
-    return logits.softmax(dim=1)
+    return logits
 
 
 def _slice_aggregate(weights: Tensor, memory: Tensor, max_displacement: int) -> Tensor:

@@ -1,0 +1,358 @@
+"""Cross-scene accuracy and speed of the key-frame methods against the stride baseline.
+
+    python benchmarks/cross_scene.py [--out DIR] [--frames 40] [--real-frames 200] [--e2e] [--write-manifest]
+
+A figure counts only on footage that took no part in training or in choosing
+a setting.  The scenes:
+
+* **choose** (6 synthetic clips, :mod:`vidtag.synth` over ``CHOOSE_STILLS``):
+  the only frames the settings of ``--method psla`` are chosen on (a grid
+  over the appearance attention's temperature and centre prior, with and
+  without RFU, by fidelity at key interval 10).
+* **confirm-synthetic** (synthetic clips over the other stills,
+  ``CONFIRM_STILLS``) and **real** (the held-out halves of vtest.avi and
+  bikes.mp4): where the chosen settings are measured.  The parameter-free
+  non-key propagation and the base NanoDet were trained on none of them.
+  The PSLA modules trained by ``vidtag train psla`` (the shipped
+  ``psla-nanodet-g.pt``) saw the first halves of vtest and bikes: the row
+  ``psla (trained modules)`` is in-scene on **real** and cross-scene on the
+  synthetic sets, and is printed both ways.
+
+Ground truth: ``--method frame``'s own boxes with score >= 0.4 on the clean
+frames (fidelity measures how close a faster method stays to it).  Each
+clip is also degraded with seeded bursts (seeds 1000 + clip index, every kind
+of :mod:`vidtag.degrade`, 40% of the frames).  AP50 is pycocotools' over the
+classes with at least ``MIN_CLASS_BOXES`` (10) ground-truth boxes in the scope.
+
+Speed: model frames/s (decode excluded) as a ratio to ``frame`` in the same
+run; with ``--e2e``, whole ``vidtag detect`` processes on a 1280x720 and a
+640x480 H.264 clip made from a confirm still (median of 3 interleaved runs).
+
+Writes ``benchmarks/results/cross-scene.json`` and the tables into
+``benchmarks/RESULTS-cross-scene.md`` under ``--out`` (default: the repo);
+``--write-manifest`` records the chosen settings as the ``inference`` block
+of ``weights/psla-nanodet-g.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from robustness import BURST, CLIPS, DEFAULT_FOOTAGE, DEGRADED_FRACTION, ap50, load_held_out, sha256_of, to_video_boxes  # noqa: E402
+
+STILLS = ROOT.parent / "shared" / "stills"
+CHOOSE_STILLS = ("messi5.jpg", "basketball1.png", "leuvenA.jpg", "fruits.jpg", "home.jpg", "aero3.jpg")
+CONFIRM_STILLS = ("basketball2.png", "leuvenB.jpg", "licenseplate_motion.jpg", "squirrel_cls.jpg", "stuff.jpg",
+                  "apple.jpg", "orange.jpg", "aero1.jpg", "baboon.jpg", "chicky_512.png")
+SYNTH_SIZE = (640, 480)
+SEED = 1000  # degradation seed of the first clip (benchmark seeds are 1000-1999)
+SYNTH_SEED = 2000  # motion seed of the first synthetic clip
+MIN_CLASS_BOXES = 10
+PSEUDO_GT_SCORE = 0.4
+BATCH = 8
+GRID = [dict(appearance_temperature=t, appearance_prior=p, use_rfu=rfu, two_sided=two)
+        for t in (20.0, 50.0, 100.0) for p in (0.0, 3.0, 6.0) for rfu in (False, True) for two in (True, False)]
+TRAINED = dict(nonkey_affinity="memory", use_rfu=True)  # the modules as trained (the manifest's psla_config)
+PROMOTE_BELOW = 0.8  # the scene-change rule's threshold (see the README's PSLA section)
+
+MD_BEGIN = "<!-- cross_scene.py: begin (generated; edits here are overwritten) -->"
+MD_END = "<!-- cross_scene.py: end -->"
+
+
+@dataclass
+class Scene:
+    """One clip: its clean frames, which frames are degraded and their degraded copies."""
+
+    name: str
+    scope: str  # "choose", "confirm-synthetic" or "real"
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    mask: np.ndarray  # bool [T]: degraded frames
+    degraded: np.ndarray  # uint8 [T, H, W, 3]: the clip with its degraded frames in place
+
+    def chunks(self, degraded: bool):
+        import torch
+
+        from vidtag.types import FrameChunk
+
+        source = self.degraded if degraded else self.frames
+        for s in range(0, len(source), BATCH):
+            yield FrameChunk(s, torch.from_numpy(source[s : s + BATCH]), np.arange(s, min(s + BATCH, len(source))) / 25.0)
+
+
+def make_scene(name: str, scope: str, frames: np.ndarray, seed: int) -> Scene:
+    from vidtag.degrade import DegradationSchedule, apply
+
+    schedule = DegradationSchedule.sample(len(frames), seed, DEGRADED_FRACTION, BURST)
+    mask = schedule.mask()
+    degraded = frames.copy()
+    for i in np.flatnonzero(mask):
+        degraded[i] = apply(frames[i], schedule[i])
+    return Scene(name, scope, frames, mask, degraded)
+
+
+def load_scenes(frames: int, real_frames: int, footage: Path) -> list[Scene]:
+    from vidtag.synth import load_image, synth_clip
+
+    scenes = []
+    photos = {n: load_image(STILLS / n) for n in CHOOSE_STILLS + CONFIRM_STILLS}
+    for k, name in enumerate(CHOOSE_STILLS + CONFIRM_STILLS):
+        others = [p for n, p in photos.items() if n != name]
+        clip = synth_clip(photos[name], SYNTH_SEED + k, frames, SYNTH_SIZE, others=others[k % len(others) :][:3])
+        scope = "choose" if name in CHOOSE_STILLS else "confirm-synthetic"
+        scenes.append(make_scene(Path(name).stem, scope, clip, SEED + k))
+    for j, clip in enumerate(CLIPS):
+        path = footage / clip.file
+        if sha256_of(path) != clip.sha256:
+            raise SystemExit(f"{path}: not the file SOURCE.md describes")
+        clean = load_held_out(path, real_frames)[0]
+        scenes.append(make_scene(clip.name, "real", clean, SEED + 100 + j))
+    return scenes
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def build(spec: dict):
+    """A setting -> a video detector: {"method": "frame", "vid_stride": K} or {"method": "psla", **psla options}."""
+    from vidtag.models.build import build_detector
+
+    options = {k: v for k, v in spec.items() if k not in ("method", "label")}
+    if spec["method"] == "frame":
+        return build_detector("frame", device="cpu", vid_stride=options.get("vid_stride", 1))[0]
+    return build_detector("psla", device="cpu", psla_options=options)[0]
+
+
+def run(detector, scene: Scene, degraded: bool):
+    t0 = time.perf_counter()
+    dets = list(detector.run(scene.chunks(degraded)))
+    seconds = time.perf_counter() - t0
+    return dets, seconds, len(getattr(detector, "promoted_frames", ()))
+
+
+class Scorer:
+    """Pseudo ground truth per scene and AP50 over a scope's classes."""
+
+    def __init__(self, scenes: list[Scene], reference: dict[str, list], classes):
+        self.classes = classes
+        self.gt = {s.name: to_video_boxes(s.name, reference[s.name], classes, range(len(s.frames)), min_score=PSEUDO_GT_SCORE)
+                   for s in scenes}
+        self.scenes = {s.name: s for s in scenes}
+
+    def score(self, names: list[str], preds: dict[str, list], frames: str = "all") -> float | None:
+        """AP50 pooled over scenes ``names``; ``frames``: "all" or "degraded" (degraded frames only)."""
+        gt, pred = {}, {}
+        for n in names:
+            ids = range(len(self.scenes[n].frames)) if frames == "all" else np.flatnonzero(self.scenes[n].mask)
+            gt[n] = _subset(self.gt[n], ids)
+            pred[n] = to_video_boxes(n, preds[n], self.classes, ids)
+        counts: dict[str, int] = {}
+        for v in gt.values():
+            for f in v.frames.values():
+                for c in f.classes:
+                    counts[c] = counts.get(c, 0) + 1
+        keep = [c for c in self.classes if counts.get(c, 0) >= MIN_CLASS_BOXES]
+        if not keep:
+            return None
+        return ap50(gt, pred, self.classes, keep)
+
+
+def _subset(video, ids):
+    from vidtag.eval.groundtruth import VideoBoxes
+
+    return VideoBoxes(video.name, {int(i): video.frames[int(i)] for i in ids}, video.width, video.height)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def e2e(settings: list[tuple[str, list[str]]], repeats: int, say) -> list[dict]:
+    """Whole ``vidtag detect`` processes on a 720p and a 640x480 clip; median seconds per setting."""
+    import av
+
+    from vidtag.synth import load_image, synth_clip
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size, frames in (((1280, 720), 300), ((640, 480), 300)):
+            clip = synth_clip(load_image(STILLS / CONFIRM_STILLS[1]), SYNTH_SEED + 99, frames, size,
+                              others=[load_image(STILLS / CONFIRM_STILLS[0])])
+            path = Path(tmp) / f"clip-{size[0]}x{size[1]}.mp4"
+            with av.open(str(path), "w") as out:
+                stream = out.add_stream("libx264", rate=25)
+                stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+                for f in clip:
+                    out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+                out.mux(stream.encode())
+            times: dict[str, list[float]] = {label: [] for label, _ in settings}
+            for _ in range(repeats):
+                for label, extra in settings:
+                    cmd = [sys.executable, "-m", "vidtag.cli", "detect", str(path), "--link", "none", "--format", "coco",
+                           "-o", str(Path(tmp) / "out"), "--overwrite", "-q", *extra]
+                    t0 = time.perf_counter()
+                    subprocess.run(cmd, check=True, capture_output=True)
+                    times[label].append(time.perf_counter() - t0)
+            base = statistics.median(times[settings[0][0]])
+            for label, extra in settings:
+                wall = statistics.median(times[label])
+                rows.append({"clip": f"{size[0]}x{size[1]}, {frames} frames", "setting": label, "args": " ".join(extra),
+                             "wall_s": round(wall, 2), "speed_vs_frame": round(base / wall, 2)})
+                say(f"  {rows[-1]['clip']:<24} {label:<28} {wall:6.1f} s  {base / wall:5.2f}x")
+    return rows
+
+
+# --------------------------------------------------------------------------- main
+
+
+def pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT), help="folder the results go under (default: the repo root)")
+    parser.add_argument("--frames", type=int, default=40, help="frames per synthetic clip (default: %(default)s)")
+    parser.add_argument("--real-frames", type=int, default=200, help="held-out frames per real clip (default: %(default)s)")
+    parser.add_argument("--footage", default=str(DEFAULT_FOOTAGE))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--e2e", action="store_true", help="also time whole vidtag detect processes (720p and 640x480)")
+    parser.add_argument("--repeats", type=int, default=3, help="--e2e runs per setting (default: %(default)s)")
+    parser.add_argument("--write-manifest", action="store_true", help="record the chosen settings in weights/psla-nanodet-g.json")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    lines: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    started = time.time()
+    scenes = load_scenes(args.frames, args.real_frames, Path(args.footage))
+    scopes = {scope: [s.name for s in scenes if s.scope == scope] for scope in ("choose", "confirm-synthetic", "real")}
+    frame_detector = build({"method": "frame"})
+    classes = frame_detector.classes
+    reference = {s.name: run(frame_detector, s, False)[0] for s in scenes}
+    scorer = Scorer(scenes, reference, classes)
+
+    # 1. choose the appearance settings on the choose scenes only (clean fidelity, key interval 10)
+    say("## Choosing psla's settings (choose scenes only, clean fidelity at key interval 10)")
+    say("")
+    say("| temperature | centre prior | RFU | two-sided | fidelity |")
+    say("|---:|---:|---|---|---:|")
+    choose = scopes["choose"]
+    grid = []
+    for spec in GRID:
+        det = build({"method": "psla", "nonkey_affinity": "appearance", "key_interval": 10, "promote_below": 0.0, **spec})
+        preds = {n: run(det, scorer.scenes[n], False)[0] for n in choose}
+        fidelity = scorer.score(choose, preds)
+        grid.append({**spec, "fidelity": fidelity})
+        say(f"| {spec['appearance_temperature']:g} | {spec['appearance_prior']:g} | {'on' if spec['use_rfu'] else 'off'} | "
+            f"{'yes' if spec['two_sided'] else 'no'} | {pct(fidelity)} |")
+    best = max(grid, key=lambda r: r["fidelity"] or -1)
+    chosen = {"nonkey_affinity": "appearance", "appearance_temperature": best["appearance_temperature"],
+              "appearance_prior": best["appearance_prior"], "use_rfu": best["use_rfu"], "two_sided": best["two_sided"],
+              "promote_below": PROMOTE_BELOW}
+    say("")
+    say(f"chosen: {chosen}")
+    say("")
+    command = "python benchmarks/cross_scene.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    if args.write_manifest:  # before the end-to-end runs, which run `vidtag detect --method psla` as shipped
+        path = ROOT / "weights" / "psla-nanodet-g.json"
+        manifest = json.loads(path.read_text())
+        manifest["inference"] = {"config": chosen, "chosen_by": command, "commit": commit, "date": time.strftime("%Y-%m-%d"),
+                                 "chosen_on": [f"synthetic clip over {n}" for n in CHOOSE_STILLS],
+                                 "fidelity_on_choose": best["fidelity"]}
+        path.write_text(json.dumps(manifest, indent=2) + "\n")
+        say(f"wrote the chosen settings into {path.relative_to(ROOT)}")
+        say("")
+
+    # 2. every setting on every scene, clean and degraded
+    settings = [("frame", {"method": "frame"})]
+    settings += [(f"frame --vid-stride {k}", {"method": "frame", "vid_stride": k}) for k in (2, 3, 5, 10)]
+    settings += [("psla (trained modules), k=10", {"method": "psla", **TRAINED, "key_interval": 10})]
+    settings += [(f"psla, k={k}", {"method": "psla", **chosen, "key_interval": k}) for k in (10, 5, 3)]
+    settings += [("psla, k=10, no promotion", {"method": "psla", **chosen, "promote_below": 0.0, "key_interval": 10})]
+    results = []
+    for label, spec in settings:
+        det = build(spec)
+        clean, degraded, seconds, frames, promoted = {}, {}, 0.0, 0, 0
+        for s in scenes:
+            for is_degraded, store in ((False, clean), (True, degraded)):
+                store[s.name], sec, prom = run(det, s, is_degraded)
+                seconds += sec
+                frames += len(s.frames)
+                promoted += prom
+        row = {"setting": label, "spec": spec, "model_fps": frames / seconds, "promoted_fraction": promoted / frames, "scopes": {}}
+        for scope, names in scopes.items():
+            row["scopes"][scope] = {
+                "fidelity": scorer.score(names, clean),
+                "degraded_frames": scorer.score(names, degraded, "degraded"),
+                "degraded_clip": scorer.score(names, degraded),
+                "per_clip_fidelity": {n: scorer.score([n], clean) for n in names},
+            }
+        results.append(row)
+        print(f"{label}: {row['model_fps']:.1f} frames/s", {k: pct(v['fidelity']) for k, v in row['scopes'].items()}, flush=True)
+    frame_fps = results[0]["model_fps"]
+
+    for scope in ("confirm-synthetic", "real", "choose"):
+        names = scopes[scope]
+        say(f"## {scope}: {', '.join(names)}")
+        say("")
+        note = {"confirm-synthetic": "no method saw these scenes", "real": "the trained modules saw the first halves of these clips (in-scene for that row); nothing else did",
+                "choose": "psla's settings were chosen here: not a cross-scene figure"}[scope]
+        say(f"({note})")
+        say("")
+        say("| setting | fidelity (clean) | AP50 degraded frames | AP50 whole degraded clip | model speed vs frame | frames promoted |")
+        say("|---|---:|---:|---:|---:|---:|")
+        for row in results:
+            r = row["scopes"][scope]
+            say(f"| {row['setting']} | {pct(r['fidelity'])} | {pct(r['degraded_frames'])} | {pct(r['degraded_clip'])} | "
+                f"{row['model_fps'] / frame_fps:.2f}x | {100 * row['promoted_fraction']:.1f}% |")
+        say("")
+        say("Fidelity per clip: " + "; ".join(
+            f"{row['setting']}: " + " / ".join(pct(v) for v in row["scopes"][scope]["per_clip_fidelity"].values())
+            for row in results if row["setting"] in ("frame --vid-stride 2", "psla (trained modules), k=10", "psla, k=10", "psla, k=3")))
+        say("")
+
+    e2e_rows = None
+    if args.e2e:
+        say("## End to end: `vidtag detect CLIP --link none --format coco` (whole process, median of "
+            f"{args.repeats} interleaved runs)")
+        say("")
+        e2e_rows = e2e([("frame", []), ("frame --vid-stride 2", ["--vid-stride", "2"]),
+                        ("psla, k=10", ["--method", "psla"]), ("psla, k=5", ["--method", "psla", "--key-interval", "5"])],
+                       args.repeats, say)
+        say("")
+
+    record = {"command": command, "commit": commit, "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started),
+              "machine": platform.platform(), "threads": args.threads, "scopes": scopes, "grid": grid, "chosen": chosen,
+              "results": results, "e2e": e2e_rows}
+    (out / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
+    (out / "benchmarks" / "results" / "cross-scene.json").write_text(json.dumps(record, indent=1, default=float) + "\n")
+    md = out / "benchmarks" / "RESULTS-cross-scene.md"
+    tail = md.read_text().split(MD_END, 1)[1] if md.exists() and MD_END in md.read_text() else "\n"
+    header = f"# Cross-scene results\n\n`{command}` (commit {commit}, {record['date']}, {record['seconds']} s)\n\n"
+    md.write_text(header + MD_BEGIN + "\n" + "\n".join(lines) + "\n" + MD_END + tail)
+
+if __name__ == "__main__":
+    main()
