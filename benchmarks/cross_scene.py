@@ -219,6 +219,44 @@ def e2e(settings: list[tuple[str, list[str]]], repeats: int, say) -> list[dict]:
 # --------------------------------------------------------------------------- main
 
 
+def plot(record: dict, path: Path) -> None:
+    """Fidelity and AP50 on degraded frames against model speed, one panel per cross-scene scope:
+    the stride baseline as a curve (K = 1, 2, 3, 5, 10), psla's key intervals as another."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = record["results"]
+    frame_fps = results[0]["model_fps"]
+    scopes = ("confirm-synthetic", "real")
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), sharex=True)
+    for col, scope in enumerate(scopes):
+        for row, (metric, label) in enumerate((("fidelity", "fidelity on clean frames (AP50)"),
+                                               ("degraded_frames", "AP50 on degraded frames"))):
+            ax = axes[row, col]
+            for prefix, style, name in (("frame", "o-", "frame --vid-stride K"), ("psla, k=", "s-", "psla, key interval k")):
+                pts = [(r["model_fps"] / frame_fps, 100 * (r["scopes"][scope][metric] or 0), r["setting"]) for r in results
+                       if r["setting"].startswith(prefix) and "no promotion" not in r["setting"]]
+                pts.sort()
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=name)
+                for x, y, text in pts:
+                    ax.annotate(text.replace("frame --vid-stride ", "K=").replace("psla, ", "").replace("frame", "K=1"),
+                                (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            trained = next(r for r in results if r["setting"].startswith("psla (trained"))
+            ax.plot([trained["model_fps"] / frame_fps], [100 * (trained["scopes"][scope][metric] or 0)], "x",
+                    color="red", label="psla, trained modules (k=10)")
+            ax.set_title(f"{scope}: {label}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if row == 1:
+                ax.set_xlabel("model speed vs frame (same run)")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"Cross-scene speed and accuracy ({record['command']}, {record['date']})", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
@@ -233,12 +271,16 @@ def main() -> None:
     parser.add_argument("--e2e", action="store_true", help="also time whole vidtag detect processes (720p and 640x480)")
     parser.add_argument("--repeats", type=int, default=3, help="--e2e runs per setting (default: %(default)s)")
     parser.add_argument("--write-manifest", action="store_true", help="record the chosen settings in weights/psla-nanodet-g.json")
+    parser.add_argument("--replot", action="store_true", help="only redraw docs/cross-scene.png from the saved results under --out")
     args = parser.parse_args()
+    out = Path(args.out)
+    if args.replot:
+        plot(json.loads((out / "benchmarks" / "results" / "cross-scene.json").read_text()), out / "docs" / "cross-scene.png")
+        return
 
     import torch
 
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
     lines: list[str] = []
 
     def say(text: str = "") -> None:
@@ -353,6 +395,10 @@ def main() -> None:
     tail = md.read_text().split(MD_END, 1)[1] if md.exists() and MD_END in md.read_text() else "\n"
     header = f"# Cross-scene results\n\n`{command}` (commit {commit}, {record['date']}, {record['seconds']} s)\n\n"
     md.write_text(header + MD_BEGIN + "\n" + "\n".join(lines) + "\n" + MD_END + tail)
+    try:
+        plot(record, out / "docs" / "cross-scene.png")
+    except ImportError:
+        print("matplotlib is missing (pip install 'vidtag[bench]'): no plot", file=sys.stderr)
 
 if __name__ == "__main__":
     main()
