@@ -65,11 +65,12 @@ def check_file(fmt: str, path: Path, frames: int) -> None:
 
 
 def stray_files(out: Path) -> list[str]:
-    """Names in ``out`` that are neither a recorded output nor the manifest."""
+    """Paths under ``out`` (files, and empty folders) that are neither a recorded output nor the manifest."""
     expected = {MANIFEST_NAME}
     for record in manifest_records(out).values():
         expected.update(entry["file"] for entry in record.get("outputs", {}).values())
-    return sorted(p.name for p in out.iterdir() if p.name not in expected)
+    found = [p for p in out.rglob("*") if p.is_file() or (p.is_dir() and not any(p.iterdir()))]
+    return sorted(p.relative_to(out).as_posix() for p in found if p.relative_to(out).as_posix() not in expected)
 
 
 def output_names(stem: str, formats=SUFFIXES) -> set[str]:

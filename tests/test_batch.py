@@ -91,16 +91,26 @@ def test_interrupt_leaves_no_partial_output_and_true_manifest(tmp_path, clip, fa
 
 
 def test_same_stems_get_distinct_outputs(tmp_path, clip, fake_runner):
+    """The input tree is mirrored under the output folder: names depend only on the input."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     shutil.copy(clip, tmp_path / "a" / "x.mp4")
     shutil.copy(clip, tmp_path / "b" / "x.mp4")
     tasks = find_videos([tmp_path], recursive=True)
-    assert sorted(t.stem for t in tasks) == ["a__x", "b__x", "clip"]
-    out = tmp_path / "out"
+    top = tmp_path.name
+    assert sorted(t.output_name for t in tasks) == [f"{top}/a/x", f"{top}/b/x", f"{top}/clip"]
+    assert {t.stem for t in tasks} == {"x", "clip"}
+    out = tmp_path.parent / f"{top}-out"
     summary = annotate([tmp_path], out, ("csv",), runner=fake_runner, recursive=True)
     assert summary.count("done") == 3
-    assert {"a__x.tracks.csv", "b__x.tracks.csv", "clip.tracks.csv"} <= {p.name for p in out.iterdir()}
+    assert (out / top / "a" / "x.tracks.csv").is_file() and (out / top / "b" / "x.tracks.csv").is_file()
+    assert (out / top / "clip.tracks.csv").is_file()
+
+
+def test_two_inputs_with_one_output_name_are_refused(tmp_path, clip):
+    shutil.copy(clip, tmp_path / "clip.mkv")
+    with pytest.raises(ValueError, match="would both write"):
+        find_videos([tmp_path])
 
 
 def test_folder_search(tmp_path, clip):

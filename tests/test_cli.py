@@ -73,7 +73,7 @@ def test_rerun_skips_and_overwrite_redoes(detected, clip_with_audio):
     result = invoke("detect", clip_with_audio, "-o", detected, "--conf", "0.05", *FAST)
     assert result.exit_code == 0 and "1 skipped" in result.stderr
     assert (detected / "walk.coco.json").stat().st_mtime_ns == before
-    result = invoke("detect", clip_with_audio, "-o", detected, "--conf", "0.05", "--overwrite", "--format", "csv", *FAST)
+    result = invoke("detect", clip_with_audio, "-o", detected, "--conf", "0.05", "--overwrite", *FAST)
     assert result.exit_code == 0 and "1 done" in result.stderr
 
 

@@ -116,8 +116,7 @@ def _kill_mid_batch(proc, out: Path, log: Path, deadline_s: float) -> tuple[list
             done = _done_stems(out)
             if done and first_done is None:
                 first_done = time.monotonic()
-            staging = out / STAGING_DIR
-            staged = staging.is_dir() and any(staging.iterdir())
+            staged = any(out.glob(f"**/{STAGING_DIR}/*"))  # outputs are staged beside where they go
             if done and (staged or time.monotonic() - first_done > 2.0):
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=30)

@@ -41,8 +41,11 @@ def comparable(out: Path) -> list[dict]:
 
 def assert_same_run(local: Path, other: Path) -> None:
     """Same files with the same bytes, and the same manifest records."""
-    names = sorted(p.name for p in local.iterdir() if p.name != MANIFEST_NAME)
-    assert names == sorted(p.name for p in other.iterdir() if p.name != MANIFEST_NAME)
+    def files(root: Path) -> list[str]:
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
+
+    names = files(local)
+    assert names and names == files(other)
     for name in names:
         assert (local / name).read_bytes() == (other / name).read_bytes(), name
     assert comparable(local) == comparable(other)

@@ -215,10 +215,12 @@ class VideoJob:
 
     def write(self, task: VideoTask, result: VideoDetections) -> dict:
         """Write every format; the manifest fields of the video."""
-        written = write_outputs(result, self.formats, self.output, task.stem, self.run_info, batch=self.settings.batch)
+        written = write_outputs(result, self.formats, self.output / task.subdir, task.stem, self.run_info,
+                                batch=self.settings.batch)
         seconds = result.seconds + written.seconds
         return {
-            "outputs": {fmt: {"file": p.name, "bytes": p.stat().st_size} for fmt, p in written.paths.items()},
+            "outputs": {fmt: {"file": p.relative_to(self.output).as_posix(), "bytes": p.stat().st_size}
+                        for fmt, p in written.paths.items()},
             "frames": result.num_frames,
             "width": result.info.width,
             "height": result.info.height,
@@ -274,7 +276,7 @@ def driver_runner(settings: Settings) -> Runner:
 
 
 def annotate(
-    sources: Sequence[str | Path],
+    sources: Sequence[str | Path | VideoTask],
     output: str | Path = "vidtag-out",
     formats: Sequence[str] = ("coco", "mot", "mot-json", "csv", "mp4"),
     settings: Settings = Settings(),
@@ -289,6 +291,9 @@ def annotate(
     make_runner: Callable[[Settings], Runner] | None = None,
 ) -> BatchSummary:
     """Detect, link and write every format for many videos (what ``vidtag detect`` does).
+
+    ``sources``: files and folders (see :func:`vidtag.batch.find_videos` for
+    where each video's outputs go), or the tasks it returned.
 
     By default the videos run one after the other in this process (with
     ``runner``, or one built from ``settings``).  ``workers=N`` runs them in
@@ -308,7 +313,8 @@ def annotate(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     formats = tuple(dict.fromkeys(formats))
-    tasks = find_videos(sources, recursive=recursive)
+    given = [s for s in sources if isinstance(s, VideoTask)]
+    tasks = given if len(given) == len(sources) else find_videos(sources, recursive=recursive, output=output)
     parallel = ray is not None or workers > 1
     runner = runner or (driver_runner(settings) if parallel else Runner(settings))
     job = VideoJob(settings, formats, Path(output), runner.run_info(), make_runner)

@@ -25,7 +25,6 @@ import os
 import tempfile
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol, Sequence
@@ -46,67 +45,108 @@ VIDEO_SUFFIXES = frozenset(
 
 @dataclass(frozen=True)
 class VideoTask:
-    """One input video and the stem its outputs are named after."""
+    """One input video and where its outputs go.
+
+    Attributes:
+        path: the video file.
+        stem: its outputs are ``<stem><suffix>`` (the file name without its
+            extension; also the video's name inside COCO and MOT JSON files).
+        subdir: the folder under the output folder they are written in, as a
+            relative POSIX path ("" for the output folder itself): the input's
+            folder tree mirrored (see :func:`find_videos`).
+    """
 
     path: Path
     stem: str
+    subdir: str = ""
+
+    @property
+    def output_name(self) -> str:
+        """``subdir/stem`` (or ``stem``): the outputs' path under the output folder, suffix left out."""
+        return f"{self.subdir}/{self.stem}" if self.subdir else self.stem
 
 
-def find_videos(sources: Sequence[str | Path], recursive: bool = False) -> list[VideoTask]:
-    """Expand files and folders into video tasks with unique output stems.
+ANNOTATED_SUFFIX = ".annotated.mp4"
+"""The annotated video's suffix (vidtag.formats): a file named so is vidtag's output, never an input."""
+
+
+def find_videos(sources: Sequence[str | Path], recursive: bool = False, output: str | Path | None = None) -> list[VideoTask]:
+    """Expand files and folders into video tasks whose outputs never collide.
 
     A file named on the command line is always taken (so a bad file gets its
-    own error); a folder contributes the files whose suffix is a known video
-    suffix, searched recursively with ``recursive``.
+    own error) and its outputs go straight into the output folder.  A folder
+    ``F`` contributes the files whose suffix is a known video suffix (searched
+    recursively with ``recursive``); the outputs of ``F/a/b.mp4`` go into
+    ``<output>/<name of F>/a/`` ("." and ".." add no folder).  What vidtag
+    wrote is never taken from a folder: files inside ``output``, annotated
+    videos (``*.annotated.mp4``), staging folders, and files that a
+    ``vidtag-run.json`` beside or above them lists as outputs.
+
+    Output names depend only on the input, never on the rest of the batch.
 
     Raises:
         VidtagError: a folder holds no video files.
+        ValueError: two inputs would write the same outputs (e.g. ``x.mp4`` and
+            ``x.mkv`` in one folder); the message names both.
     """
-    paths: list[Path] = []
+    out_root = Path(os.path.abspath(output)) if output is not None else None
+    listed: dict[Path, frozenset[str]] = {}  # folder -> absolute paths its vidtag-run.json lists as outputs
+    tasks: list[VideoTask] = []
     for source in sources:
         source = Path(source)
         if source.is_dir():
             pattern = source.rglob("*") if recursive else source.iterdir()
             found = sorted(p for p in pattern if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-            found = [p for p in found if OUTPUT_MARKERS.isdisjoint(p.parts)]
+            found = [p for p in found if not _is_output(p, source, out_root, listed)]
             if not found:
                 hint = "" if recursive else " (use --recursive to search subfolders)"
                 raise VidtagError(f"{source}: no video files found{hint}")
-            paths.extend(found)
+            prefix = () if source.name in ("", ".", "..") else (source.name,)
+            for p in found:
+                subdir = Path(*prefix, *p.relative_to(source).parent.parts).as_posix()
+                tasks.append(VideoTask(p, p.stem, "" if subdir == "." else subdir))
         else:
-            paths.append(source)
-    unique: list[Path] = []
-    seen = set()
-    for p in paths:
-        key = os.path.abspath(p)
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return [VideoTask(p, s) for p, s in zip(unique, _unique_stems(unique))]
+            tasks.append(VideoTask(source, source.stem))
+    unique: dict[str, VideoTask] = {}
+    for task in tasks:
+        unique.setdefault(os.path.abspath(task.path), task)
+    owners: dict[str, Path] = {}
+    for task in unique.values():
+        other = owners.setdefault(task.output_name, task.path)
+        if other != task.path:
+            raise ValueError(f"{other} and {task.path} would both write {task.output_name}.*: "
+                             "run them with different -o folders")
+    return list(unique.values())
 
 
 OUTPUT_MARKERS = frozenset({STAGING_DIR})
 
 
-def _unique_stems(paths: list[Path]) -> list[str]:
-    """Video stems, prefixed with parent folder names where two would collide."""
-    stems = [p.stem for p in paths]
-    counts = Counter(stems)
-    out = []
-    for p, stem in zip(paths, stems):
-        if counts[stem] > 1:
-            parent = Path(os.path.abspath(p)).parent.name or "root"
-            stem = f"{parent}__{stem}"
-        out.append(stem)
-    counts = Counter(out)
-    seen: Counter = Counter()
-    result = []
-    for stem in out:
-        if counts[stem] > 1:
-            seen[stem] += 1
-            stem = f"{stem}-{seen[stem]}"
-        result.append(stem)
-    return result
+def _is_output(path: Path, source: Path, out_root: Path | None, listed: dict[Path, frozenset[str]]) -> bool:
+    """Whether ``path`` (found under folder ``source``) is something vidtag wrote."""
+    absolute = Path(os.path.abspath(path))
+    if path.name.lower().endswith(ANNOTATED_SUFFIX) or not OUTPUT_MARKERS.isdisjoint(path.parts):
+        return True
+    if out_root is not None and (absolute == out_root or out_root in absolute.parents):
+        return True
+    top = Path(os.path.abspath(source))
+    for folder in (absolute.parent, *absolute.parent.parents):
+        if folder not in listed:
+            listed[folder] = _listed_outputs(folder)
+        if str(absolute) in listed[folder]:
+            return True
+        if folder == top:
+            break
+    return False
+
+
+def _listed_outputs(folder: Path) -> frozenset[str]:
+    """Absolute paths of the outputs listed by ``folder/vidtag-run.json`` (none if absent or unreadable)."""
+    try:
+        records = json.loads((folder / MANIFEST_NAME).read_text())["videos"]
+        return frozenset(str(folder / out["file"]) for r in records for out in r.get("outputs", {}).values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return frozenset()
 
 
 def fingerprint(path: Path) -> tuple[int, str]:
@@ -148,6 +188,14 @@ class Manifest:
 
     def get(self, path: Path) -> dict | None:
         return self.records.get(os.path.abspath(path))
+
+    def owner(self, output_name: str, path: Path) -> str | None:
+        """The input, other than ``path``, whose finished results are ``output_name.*``; None if no other."""
+        me = os.path.abspath(path)
+        for r in self.records.values():
+            if r["path"] != me and r.get("status") in ("done", "skipped") and r.get("output_name", r.get("stem")) == output_name:
+                return r["path"]
+        return None
 
     def put(self, record: dict) -> None:
         self.records[record["path"]] = record
@@ -274,8 +322,9 @@ def remove_leftovers(out_dir: Path) -> None:
     """
     import shutil
 
-    staging = out_dir / STAGING_DIR
-    if staging.is_dir():
+    for staging in [out_dir / STAGING_DIR, *(p for p in out_dir.glob(f"**/{STAGING_DIR}") if p != out_dir / STAGING_DIR)]:
+        if not staging.is_dir():
+            continue
         for entry in staging.iterdir():
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
@@ -525,6 +574,11 @@ def _prepare_record(task: VideoTask, key: str, options: dict, manifest: Manifest
     except OSError as err:
         record.update(status="failed", error=f"{task.path}: {_os_cause(err)}")
         return record
+    owner = manifest.owner(task.output_name, task.path)
+    if owner is not None:
+        record.update(status="failed", error=f"{task.path}: {out_dir / task.output_name}.* hold the results of {owner} "
+                                             "from an earlier run; use another -o folder")
+        return record
     previous = manifest.get(task.path)
     if not overwrite and _still_done(previous, record, out_dir):
         record.update(status="skipped", outputs=previous["outputs"], frames=previous.get("frames"),
@@ -541,10 +595,27 @@ def _finish_record(manifest: Manifest, summary: BatchSummary, task: VideoTask, r
     """
     summary.records.append(record)
     try:
+        if record["status"] == "done":
+            _remove_stale_outputs(manifest.get(task.path), record, manifest.path.parent)
         manifest.put(_finish(record))
     finally:
         if on_event:
             on_event("end", task, record)
+
+
+def _remove_stale_outputs(previous: dict | None, record: dict, out_dir: Path) -> None:
+    """Delete the files of ``previous`` (the same input's last record) that ``record``'s
+    outputs do not replace: a video's outputs are always one set, of one run's options."""
+    if not previous:
+        return
+    keep = {out["file"] for out in record.get("outputs", {}).values()}
+    for out in previous.get("outputs", {}).values():
+        if out["file"] not in keep:
+            try:
+                (out_dir / out["file"]).unlink(missing_ok=True)
+                log.info("%s: removed (written with other options before)", out_dir / out["file"])
+            except OSError as err:
+                log.warning("%s: could not remove an output of other options (%s)", out_dir / out["file"], _os_cause(err))
 
 
 def _lower_thread_priority() -> None:
@@ -571,6 +642,7 @@ def _base_record(task: VideoTask, key: str, options: dict) -> dict:
     return {
         "path": os.path.abspath(task.path),
         "stem": task.stem,
+        "output_name": task.output_name,
         "size": None,
         "sha256_first_mib": None,
         "status": "pending",

@@ -116,7 +116,7 @@ def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_
                         psla_weights=psla_weights, window=window, iff_module=iff_module, iff_weights=iff_weights,
                         cut_threshold=cut_threshold, vid_stride=vid_stride)
     formats = formats or FORMAT_CHOICES
-    tasks = find_videos(sources, recursive=recursive)
+    tasks = find_videos(sources, recursive=recursive, output=output)
     parallel = ray_address is not None or workers > 1
     if ray_address is not None:
         from vidtag.cluster import import_ray
@@ -125,7 +125,7 @@ def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_
     runner = driver_runner(settings) if parallel else Runner(settings)
     console = _console(stderr=True)
     with BatchProgress(console, len(tasks), quiet, parallel=parallel) as progress:
-        summary = annotate([t.path for t in tasks], output, formats, settings, overwrite=overwrite, runner=runner,
+        summary = annotate(tasks, output, formats, settings, overwrite=overwrite, runner=runner,
                            on_event=progress.on_event, on_progress=progress.on_progress,
                            workers=workers, ray=ray_address)
     _print_summary(console, summary, output, quiet)

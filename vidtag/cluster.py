@@ -138,7 +138,7 @@ class RayExecutor:
         job = _absolute(self.job)
         refs = {}
         for task, record in items:
-            shipped = VideoTask(Path(os.path.abspath(task.path)), task.stem)
+            shipped = VideoTask(Path(os.path.abspath(task.path)), task.stem, task.subdir)
             refs[remote.remote(job, shipped, record)] = (task, record)
         pending = list(refs)
         try:

@@ -1,0 +1,104 @@
+"""Where `vidtag detect` writes: names that depend only on the input, runs that never
+replace another input's results, outputs that are never inputs, one set of outputs per video."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from tests.clips import make_clip
+from vidtag.cli import main
+
+FAST = ["--imgsz", "128", "-q"]
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert "Traceback" not in result.output + (result.stderr or ""), result.output + result.stderr
+    return result
+
+
+def manifest(out):
+    return {r["path"]: r for r in json.loads((out / "vidtag-run.json").read_text())["videos"]}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("src") / "clip.mp4", n_frames=6, width=96, height=64, fps=10)
+
+
+def test_two_folders_with_the_same_file_name_keep_both_results(tmp_path, source):
+    for cam in ("camA", "camB"):
+        (tmp_path / cam).mkdir()
+        shutil.copy(source, tmp_path / cam / "clip.mp4")
+    out = tmp_path / "out"
+    assert invoke("detect", tmp_path / "camA", "-o", out, "--format", "coco", *FAST).exit_code == 0
+    assert invoke("detect", tmp_path / "camB", "-o", out, "--format", "coco", *FAST).exit_code == 0
+    records = manifest(out)
+    assert {r["output_name"] for r in records.values()} == {"camA/clip", "camB/clip"}
+    assert all(r["status"] == "done" for r in records.values())
+    for cam in ("camA", "camB"):
+        coco = json.loads((out / cam / "clip.coco.json").read_text())
+        assert [v["name"] for v in coco["videos"]] == ["clip"]  # the name eval matches ground truth by
+    # the same names when both folders go in one run
+    both = tmp_path / "both"
+    assert invoke("detect", tmp_path / "camA", tmp_path / "camB", "-o", both, "--format", "coco", *FAST).exit_code == 0
+    assert (both / "camA" / "clip.coco.json").is_file() and (both / "camB" / "clip.coco.json").is_file()
+
+
+def test_a_second_input_never_replaces_the_results_of_another(tmp_path, source):
+    for cam in ("camA", "camB"):
+        (tmp_path / cam).mkdir()
+        shutil.copy(source, tmp_path / cam / "clip.mp4")
+    out = tmp_path / "out"
+    assert invoke("detect", tmp_path / "camA" / "clip.mp4", "-o", out, "--format", "csv", *FAST).exit_code == 0
+    before = (out / "clip.tracks.csv").stat().st_mtime_ns
+    second = invoke("detect", tmp_path / "camB" / "clip.mp4", "-o", out, "--format", "csv", *FAST)
+    assert second.exit_code == 1 and "hold the results of" in second.stderr and "camA" in second.stderr
+    assert (out / "clip.tracks.csv").stat().st_mtime_ns == before
+    records = manifest(out)
+    assert records[str(tmp_path / "camA" / "clip.mp4")]["status"] == "done"
+    assert records[str(tmp_path / "camB" / "clip.mp4")]["status"] == "failed"
+
+
+def test_two_inputs_that_would_share_outputs_are_a_usage_error(tmp_path, source):
+    shutil.copy(source, tmp_path / "x.mp4")
+    shutil.copy(source, tmp_path / "x.mkv")
+    result = invoke("detect", tmp_path, "-o", tmp_path / "out", *FAST)
+    assert result.exit_code == 2 and "would both write" in result.output + result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_outputs_are_never_taken_as_inputs(tmp_path, source, monkeypatch):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(source, videos / "one.mp4")
+    inside = videos / "results"
+    for _ in range(2):  # -o inside the input folder, twice
+        assert invoke("detect", videos, "-r", "-o", inside, "--format", "mp4", *FAST).exit_code == 0
+    assert sorted(p.name for p in inside.rglob("*.mp4")) == ["one.annotated.mp4"]
+    monkeypatch.chdir(videos)
+    for _ in range(2):  # `vidtag detect . -r` twice, default output folder
+        result = invoke("detect", ".", "-r", "--format", "mp4", *FAST)
+        assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (videos / "vidtag-out").rglob("*.mp4")) == ["one.annotated.mp4"]
+    # an annotated video copied elsewhere is still recognised by its name
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(next(inside.rglob("one.annotated.mp4")), other / "one.annotated.mp4")
+    shutil.copy(source, other / "two.mp4")
+    assert invoke("detect", other, "-o", tmp_path / "o2", "--format", "csv", *FAST).exit_code == 0
+    assert [r["stem"] for r in manifest(tmp_path / "o2").values()] == ["two"]
+
+
+def test_rerun_with_other_options_replaces_the_whole_set(tmp_path, source):
+    out = tmp_path / "out"
+    assert invoke("detect", source, "-o", out, *FAST).exit_code == 0
+    assert len(list(out.glob("clip.*"))) == 5
+    assert invoke("detect", source, "-o", out, "--conf", "0.5", "--format", "coco", *FAST).exit_code == 0
+    assert sorted(p.name for p in out.glob("clip.*")) == ["clip.coco.json"]
+    (record,) = manifest(out).values()
+    assert list(record["outputs"]) == ["coco"] and record["options"]["conf"] == 0.5
