@@ -131,12 +131,31 @@ class Runner:
 
 
 def class_indices(names: Sequence[str], classes: Sequence[str]) -> frozenset[int]:
-    """Class names -> indices into ``classes``; ValueError naming unknown ones."""
+    """Class names or 0-based ids (as ``yolo predict --classes`` takes them) -> indices into ``classes``.
+
+    Raises:
+        ValueError: names no class has, or ids out of range; the message
+            suggests close names and says where the whole list is.
+    """
+    import difflib
+
     lookup = {c.lower(): i for i, c in enumerate(classes)}
-    unknown = [n for n in names if n.strip().lower() not in lookup]
-    if unknown:
-        raise ValueError(f"unknown class name(s): {', '.join(unknown)} (see `vidtag models` for the class list)")
-    return frozenset(lookup[n.strip().lower()] for n in names)
+    found, problems = set(), []
+    for raw in names:
+        name = raw.strip()
+        if name.isdigit():
+            if int(name) < len(classes):
+                found.add(int(name))
+            else:
+                problems.append(f"{name} (ids run 0-{len(classes) - 1})")
+        elif name.lower() in lookup:
+            found.add(lookup[name.lower()])
+        else:
+            close = difflib.get_close_matches(name.lower(), list(lookup), n=3, cutoff=0.6)
+            problems.append(f"{name!r}" + (f" (did you mean {' or '.join(repr(classes[lookup[c]]) for c in close)}?)" if close else ""))
+    if problems:
+        raise ValueError(f"unknown class(es): {', '.join(problems)}; `vidtag models --classes` lists all {len(classes)}")
+    return frozenset(found)
 
 
 def _decode_device(device) -> tuple[str, str]:

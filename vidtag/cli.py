@@ -109,6 +109,7 @@ def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_
 
     _setup_logging(quiet)
     _check_ray_address(ray_address, workers)
+    _check_detect_usage(sources, output, weights, classes)
     if vid_stride > 1 and method != "frame":
         raise click.UsageError(f"--vid-stride works with --method frame only (got --method {method})")
     settings = Settings(method=method, link=link, conf=conf, classes=classes, imgsz=imgsz,
@@ -130,6 +131,26 @@ def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_
                            workers=workers, ray=ray_address)
     _print_summary(console, summary, output, quiet)
     sys.exit(0 if summary.ok else 1)
+
+
+def _check_detect_usage(sources, output: Path, weights: str | None, classes) -> None:
+    """Usage errors found before any model loads: a missing input, ``-o`` naming a
+    file, weights that do not exist or are not a detector's, unknown classes."""
+    from vidtag.api import class_indices
+    from vidtag.errors import WeightsError
+    from vidtag.weights import resolve_detector_weights
+
+    missing = [str(s) for s in sources if not Path(s).exists()]
+    if missing:
+        raise click.UsageError(f"{', '.join(missing)}: no such file or folder")
+    if output.exists() and not output.is_dir():
+        raise click.UsageError(f"-o {output}: is a file; give a folder for the outputs")
+    try:
+        manifest = resolve_detector_weights(weights or "nanodet-g-coco")
+    except WeightsError as err:
+        raise click.UsageError(str(err)) from None
+    if classes:
+        class_indices(classes, manifest.classes)  # ValueError: a usage error
 
 
 def _check_ray_address(address: str | None, workers: int) -> None:
@@ -428,9 +449,10 @@ def info(video):
 
 
 @main.command()
+@click.option("--classes", "show_classes", is_flag=True, help="Print every class of the detector weights, with its id.")
 @handle_errors
-def models():
-    """List the shipped weights and their manifest facts."""
+def models(show_classes):
+    """List the shipped detector weights and temporal modules, and their manifest facts."""
     from rich.table import Table
 
     from vidtag.weights import default_weights_dir, list_weights
@@ -440,36 +462,55 @@ def models():
     if not manifests:
         console.print(f"no weights found in {default_weights_dir()}")
         return
-    for m in manifests:
-        table = Table(title=m.name, show_header=False, title_justify="left")
-        table.add_column(style="bold")
-        table.add_column(overflow="fold")
-        source = m.source if isinstance(m.source, dict) else {"from": m.source}
-        rows = {
-            "file": f"{m.manifest_path.parent / m.file}",
-            "sha256": m.sha256,
-            "classes": f"{len(m.classes)}: {', '.join(m.classes[:6])}, ...",
-            "input": f"{m.input_size} (multiple of {m.stride_multiple}), {m.channel_order}, mean {list(m.mean)}, std {list(m.std)}",
-            "source": ", ".join(f"{k}: {v}" for k, v in source.items() if not isinstance(v, (dict, list))),
-            "licences": ", ".join(m.licenses),
-            "made by": m.made_by,
-            "measured": ", ".join(f"{k}: {v}" for k, v in (m.parity or {}).items() if not isinstance(v, (dict, list))),
-        }
-        data = (m.training or {}).get("data") or []
-        if data:
-            rows["trained on"] = "; ".join(f"{d.get('file')} frames {d['frames'][0]}-{d['frames'][1] - 1}" if d.get("frames")
-                                           else str(d.get("file")) for d in data)
-        if (m.inference or {}).get("config"):
-            config = m.inference["config"]
-            rows["runs with"] = ", ".join(f"{k}={v}" for k, v in config.items())
-            if config.get("nonkey_affinity") == "appearance" and not config.get("use_rfu", True):
-                rows["runs with"] += (" (non-key frames use no trained module: the training data above does not"
-                                      " limit which scenes it suits)")
-            if m.inference.get("chosen_on"):
-                rows["chosen on"] = ", ".join(m.inference["chosen_on"]) + f" ({m.inference.get('chosen_by', '')})"
-        for key, value in rows.items():
+    detectors = [m for m in manifests if m.kind == "detector"]
+    if show_classes:
+        for m in detectors:
+            console.print(f"{m.name}: {len(m.classes)} classes (--classes takes names or these 0-based ids)")
+            console.print("\n".join(f"{i:>4}  {c}" for i, c in enumerate(m.classes)), soft_wrap=True)
+        return
+    for heading, group in (("Detector weights (--weights)", detectors),
+                           ("Temporal modules (--psla-weights, --iff-weights)", [m for m in manifests if m.kind != "detector"])):
+        if not group:
+            continue
+        console.print(f"[bold]{heading}[/bold]")
+        for m in group:
+            console.print(_manifest_table(m, Table))
+
+
+def _manifest_table(m, table_class):
+    """One manifest as a two-column table (paths of the machine that built it reduced to file names)."""
+    table = table_class(title=f"{m.name} ({m.kind})" if m.kind != "detector" else m.name, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    source = m.source if isinstance(m.source, dict) else {"from": m.source}
+    rows = {
+        "file": f"{m.manifest_path.parent / m.file}",
+        "sha256": m.sha256,
+        "classes": f"{len(m.classes)} (`vidtag models --classes` lists them)",
+        "input": f"{m.input_size} (multiple of {m.stride_multiple}), {m.channel_order}, mean {list(m.mean)}, std {list(m.std)}",
+        "source": ", ".join(f"{k}: {v}" for k, v in source.items() if not isinstance(v, (dict, list))),
+        "licences": ", ".join(m.licenses),
+        "made by": " ".join(Path(w).name if "/" in w else w for w in str(m.made_by).split()),
+        "measured": ", ".join(f"{k}: {v}" for k, v in (m.parity or {}).items() if not isinstance(v, (dict, list))),
+    }
+    if m.kind != "detector":
+        rows["use"] = f"--method {m.kind} --{m.kind}-weights {m.manifest_path.name}"
+    data = (m.training or {}).get("data") or []
+    if data:
+        rows["trained on"] = "; ".join(f"{d.get('file')} frames {d['frames'][0]}-{d['frames'][1] - 1}" if d.get("frames")
+                                       else str(d.get("file")) for d in data)
+    if (m.inference or {}).get("config"):
+        config = m.inference["config"]
+        rows["runs with"] = ", ".join(f"{k}={v}" for k, v in config.items())
+        if config.get("nonkey_affinity") == "appearance" and not config.get("use_rfu", True):
+            rows["runs with"] += (" (non-key frames use no trained module: the training data above does not"
+                                  " limit which scenes it suits)")
+        if m.inference.get("chosen_on"):
+            rows["chosen on"] = ", ".join(m.inference["chosen_on"])
+    for key, value in rows.items():
+        if value:
             table.add_row(key, str(value))
-        console.print(table)
+    return table
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ class WeightsManifest:
         parity: measured figures (e.g. max abs difference to the reference).
         training: for trained temporal modules: the data they were trained on (``data``: file, frames) and how.
         inference: settings the modules run with by default (``config``) and how they were chosen.
+        kind: ``"detector"`` (a network ``--weights`` takes) or the temporal method whose
+            modules the file holds (``"psla"``, ``"iff"``: ``--psla-weights`` / ``--iff-weights``).
         manifest_path: the .json this was read from.
     """
 
@@ -56,6 +58,7 @@ class WeightsManifest:
     parity: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     inference: dict = field(default_factory=dict)
+    kind: str = "detector"
     manifest_path: Path | None = None
 
     @property
@@ -86,6 +89,7 @@ class WeightsManifest:
                 parity=data.get("parity", {}),
                 training=data.get("training", {}),
                 inference=data.get("inference", {}),
+                kind="psla" if "psla_config" in data else "iff" if "iff_config" in data else "detector",
                 manifest_path=path,
             )
         except FileNotFoundError:
@@ -145,13 +149,23 @@ def resolve_weights(name_or_path: str | Path, weights_dir: str | Path | None = N
         raise WeightsError(f"{path}: no manifest beside it (expected {beside.name})")
     folder = Path(weights_dir) if weights_dir is not None else default_weights_dir()
     candidate = folder / f"{name_or_path}.json"
-    if candidate.is_file():
-        return WeightsManifest.from_json(candidate)
-    for manifest in list_weights(folder):
+    found = WeightsManifest.from_json(candidate) if candidate.is_file() else None
+    for manifest in list_weights(folder) if found is None else ():
         if manifest.name == str(name_or_path):
-            return manifest
-    known = ", ".join(m.name for m in list_weights(folder)) or "none"
+            found = manifest
+    if found is not None:
+        return found
+    known = ", ".join(m.name for m in list_weights(folder) if m.kind == "detector") or "none"
     raise WeightsError(f"{name_or_path}: unknown weights in {folder} (available: {known})")
+
+
+def resolve_detector_weights(name_or_path: str | Path, weights_dir: str | Path | None = None) -> WeightsManifest:
+    """:func:`resolve_weights`, refusing the manifests of temporal modules (WeightsError says which option takes them)."""
+    manifest = resolve_weights(name_or_path, weights_dir)
+    if manifest.kind != "detector":
+        raise WeightsError(f"{name_or_path}: holds {manifest.kind} modules, not detector weights "
+                           f"(give it to --{manifest.kind}-weights with --method {manifest.kind})")
+    return manifest
 
 
 def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:

@@ -187,7 +187,7 @@ def build_detector(
         (detector, manifest): the detector and the manifest of its weights.
     """
     from vidtag.models.nanodet import load_nanodet
-    from vidtag.weights import resolve_weights
+    from vidtag.weights import resolve_detector_weights
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
@@ -198,7 +198,7 @@ def build_detector(
     if options.imgsz <= 0 or options.imgsz % 32:
         raise ValueError(f"--imgsz must be a positive multiple of 32, got {options.imgsz}")
     dev = device if isinstance(device, torch.device) else select_device(device)
-    manifest = resolve_weights(weights or "nanodet-g-coco")
+    manifest = resolve_detector_weights(weights or "nanodet-g-coco")
     model = load_nanodet(manifest).to(dev).eval()
     if cut_threshold is not None:
         if method == "psla":
