@@ -97,14 +97,13 @@ def test_same_stems_get_distinct_outputs(tmp_path, clip, fake_runner):
     shutil.copy(clip, tmp_path / "a" / "x.mp4")
     shutil.copy(clip, tmp_path / "b" / "x.mp4")
     tasks = find_videos([tmp_path], recursive=True)
-    top = tmp_path.name
-    assert sorted(t.output_name for t in tasks) == [f"{top}/a/x", f"{top}/b/x", f"{top}/clip"]
+    assert sorted(t.output_name for t in tasks) == ["a/x", "b/x", "clip"]
     assert {t.stem for t in tasks} == {"x", "clip"}
-    out = tmp_path.parent / f"{top}-out"
+    out = tmp_path.parent / f"{tmp_path.name}-out"
     summary = annotate([tmp_path], out, ("csv",), runner=fake_runner, recursive=True)
     assert summary.count("done") == 3
-    assert (out / top / "a" / "x.tracks.csv").is_file() and (out / top / "b" / "x.tracks.csv").is_file()
-    assert (out / top / "clip.tracks.csv").is_file()
+    assert (out / "a" / "x.tracks.csv").is_file() and (out / "b" / "x.tracks.csv").is_file()
+    assert (out / "clip.tracks.csv").is_file()
 
 
 def test_two_inputs_with_one_output_name_are_refused(tmp_path, clip):

@@ -30,23 +30,29 @@ def source(tmp_path_factory):
     return make_clip(tmp_path_factory.mktemp("src") / "clip.mp4", n_frames=6, width=96, height=64, fps=10)
 
 
-def test_two_folders_with_the_same_file_name_keep_both_results(tmp_path, source):
+def test_the_input_tree_is_mirrored_and_names_never_depend_on_the_batch(tmp_path, source):
+    cams = tmp_path / "cams"
     for cam in ("camA", "camB"):
-        (tmp_path / cam).mkdir()
-        shutil.copy(source, tmp_path / cam / "clip.mp4")
+        (cams / cam).mkdir(parents=True)
+        shutil.copy(source, cams / cam / "clip.mp4")
     out = tmp_path / "out"
-    assert invoke("detect", tmp_path / "camA", "-o", out, "--format", "coco", *FAST).exit_code == 0
-    assert invoke("detect", tmp_path / "camB", "-o", out, "--format", "coco", *FAST).exit_code == 0
+    assert invoke("detect", cams, "-r", "-o", out, "--format", "coco", *FAST).exit_code == 0
     records = manifest(out)
     assert {r["output_name"] for r in records.values()} == {"camA/clip", "camB/clip"}
     assert all(r["status"] == "done" for r in records.values())
     for cam in ("camA", "camB"):
         coco = json.loads((out / cam / "clip.coco.json").read_text())
         assert [v["name"] for v in coco["videos"]] == ["clip"]  # the name eval matches ground truth by
-    # the same names when both folders go in one run
-    both = tmp_path / "both"
-    assert invoke("detect", tmp_path / "camA", tmp_path / "camB", "-o", both, "--format", "coco", *FAST).exit_code == 0
-    assert (both / "camA" / "clip.coco.json").is_file() and (both / "camB" / "clip.coco.json").is_file()
+    # one folder at a time into another output folder: the same names
+    apart = tmp_path / "apart"
+    assert invoke("detect", cams, "-r", "-o", apart, "--format", "coco", *FAST).exit_code == 0
+    assert invoke("detect", cams / "camA", "-o", tmp_path / "a-only", "--format", "coco", *FAST).exit_code == 0
+    assert (tmp_path / "a-only" / "clip.coco.json").is_file()
+    # camB's folder into the output of camA's: refused for that video, camA's results kept
+    before = (tmp_path / "a-only" / "clip.coco.json").read_bytes()
+    second = invoke("detect", cams / "camB", "-o", tmp_path / "a-only", "--format", "coco", *FAST)
+    assert second.exit_code == 1 and "hold the results of" in second.stderr
+    assert (tmp_path / "a-only" / "clip.coco.json").read_bytes() == before
 
 
 def test_a_second_input_never_replaces_the_results_of_another(tmp_path, source):
@@ -79,12 +85,13 @@ def test_outputs_are_never_taken_as_inputs(tmp_path, source, monkeypatch):
     inside = videos / "results"
     for _ in range(2):  # -o inside the input folder, twice
         assert invoke("detect", videos, "-r", "-o", inside, "--format", "mp4", *FAST).exit_code == 0
-    assert sorted(p.name for p in inside.rglob("*.mp4")) == ["one.annotated.mp4"]
+    assert sorted(p.relative_to(videos).as_posix() for p in videos.rglob("*.mp4")) == ["one.mp4", "results/one.annotated.mp4"]
     monkeypatch.chdir(videos)
     for _ in range(2):  # `vidtag detect . -r` twice, default output folder
         result = invoke("detect", ".", "-r", "--format", "mp4", *FAST)
         assert result.exit_code == 0, result.stderr
-    assert sorted(p.name for p in (videos / "vidtag-out").rglob("*.mp4")) == ["one.annotated.mp4"]
+    assert sorted(p.relative_to(videos).as_posix() for p in videos.rglob("*.mp4")) == [
+        "one.mp4", "results/one.annotated.mp4", "vidtag-out/one.annotated.mp4"]
     # an annotated video copied elsewhere is still recognised by its name
     other = tmp_path / "other"
     other.mkdir()

@@ -40,8 +40,24 @@ class Settings:
     iff_module: str | None = None  # iff: which shipped IFF module (advanced or basic); None: advanced, or iff_weights' own
     window: int = 20  # iff: neighbours aggregated per frame (+-window/2), even
     iff_weights: str | None = None  # iff: modules manifest (vidtag train iff); None = shipped
+    iou: float = 0.6  # NMS IoU: a box overlapping a higher-scoring one of its class more than this is dropped
+    max_det: int = 100  # most boxes kept per frame
+    line_width: int | None = None  # annotated video: box line width in pixels; None scales with the frame
+    hide_labels: bool = False  # annotated video: boxes without labels
+    hide_conf: bool = False  # annotated video: labels without scores
     vid_stride: int = 1  # frame: the network runs on every vid_stride-th frame, boxes carried between (vidtag.stride)
     cut_threshold: float = 0.4  # vidtag.shots.CUT_THRESHOLD (not imported: it needs torch): hard cuts split tracks, PSLA segments, IFF windows; 0 = off
+
+    def draw_style(self):
+        """The annotated video's :class:`vidtag.formats.video.DrawStyle`."""
+        from vidtag.formats.video import DrawStyle
+
+        return DrawStyle(line_width=self.line_width, labels=not self.hide_labels, conf=not self.hide_conf)
+
+    def draw_style_options(self) -> dict:
+        """The drawing options that differ from the defaults (they change the MP4 output)."""
+        return {k: v for k, v in (("line_width", self.line_width), ("hide_labels", self.hide_labels),
+                                  ("hide_conf", self.hide_conf)) if v}
 
     def output_options(self, manifest) -> dict:
         """The options that change outputs (device and batch size do not)."""
@@ -55,6 +71,9 @@ class Settings:
             "weights_sha256": manifest.sha256,
             "cut_threshold": self.cut_threshold,
             **({"vid_stride": self.vid_stride} if self.vid_stride > 1 else {}),
+            **({"iou": self.iou} if self.iou != 0.6 else {}),
+            **({"max_det": self.max_det} if self.max_det != 100 else {}),
+            **({"draw": self.draw_style_options()} if self.draw_style_options() else {}),
             **({"key_interval": self.key_interval, "psla_weights": self.psla_weights} if self.method == "psla" else {}),
             **({"iff_module": self.iff_module, "window": self.window, "iff_weights": self.iff_weights} if self.method == "iff" else {}),
         }
@@ -74,7 +93,12 @@ class Runner:
             raise ValueError(f"conf must be in [0, 1], got {settings.conf}")
         self.settings = settings
         self.device = select_device(settings.device)
-        options = DetectOptions(conf=settings.conf, imgsz=settings.imgsz)
+        if not 0.0 < settings.iou <= 1.0:
+            raise ValueError(f"iou must be in (0, 1], got {settings.iou}")
+        if settings.max_det < 1:
+            raise ValueError(f"max_det must be at least 1, got {settings.max_det}")
+        settings.draw_style()  # ValueError for a bad line width
+        options = DetectOptions(conf=settings.conf, imgsz=settings.imgsz, iou=settings.iou, max_det=settings.max_det)
         if settings.key_interval < 1:
             raise ValueError(f"key interval must be at least 1, got {settings.key_interval}")
         if not 0.0 <= settings.cut_threshold <= 1.0:
@@ -88,7 +112,7 @@ class Runner:
                                             iff_options, settings.iff_weights if settings.method == "iff" else None,
                                             cut_threshold=settings.cut_threshold, vid_stride=settings.vid_stride)
         if settings.classes:
-            options = DetectOptions(conf=settings.conf, imgsz=settings.imgsz,
+            options = DetectOptions(conf=settings.conf, imgsz=settings.imgsz, iou=settings.iou, max_det=settings.max_det,
                                     classes=class_indices(settings.classes, manifest.classes))
             detector.options = options
         self.detector = detector
@@ -235,7 +259,7 @@ class VideoJob:
     def write(self, task: VideoTask, result: VideoDetections) -> dict:
         """Write every format; the manifest fields of the video."""
         written = write_outputs(result, self.formats, self.output / task.subdir, task.stem, self.run_info,
-                                batch=self.settings.batch)
+                                batch=self.settings.batch, style=self.settings.draw_style())
         seconds = result.seconds + written.seconds
         return {
             "outputs": {fmt: {"file": p.relative_to(self.output).as_posix(), "bytes": p.stat().st_size}
@@ -289,6 +313,9 @@ def driver_runner(settings: Settings) -> Runner:
     """
     import re
 
+    from vidtag.models.build import normalise_device
+
+    settings = replace(settings, device=normalise_device(settings.device))
     if settings.device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", settings.device):
         raise ValueError(f"unsupported device {settings.device!r}: use auto, cpu, cuda or cuda:N")
     return Runner(replace(settings, device="cpu"))

@@ -77,7 +77,7 @@ def find_videos(sources: Sequence[str | Path], recursive: bool = False, output: 
     own error) and its outputs go straight into the output folder.  A folder
     ``F`` contributes the files whose suffix is a known video suffix (searched
     recursively with ``recursive``); the outputs of ``F/a/b.mp4`` go into
-    ``<output>/<name of F>/a/`` ("." and ".." add no folder).  What vidtag
+    ``<output>/a/`` (its path relative to ``F``, as the output spec says).  What vidtag
     wrote is never taken from a folder: files inside ``output``, annotated
     videos (``*.annotated.mp4``), staging folders, and files that a
     ``vidtag-run.json`` beside or above them lists as outputs.
@@ -101,9 +101,8 @@ def find_videos(sources: Sequence[str | Path], recursive: bool = False, output: 
             if not found:
                 hint = "" if recursive else " (use --recursive to search subfolders)"
                 raise VidtagError(f"{source}: no video files found{hint}")
-            prefix = () if source.name in ("", ".", "..") else (source.name,)
             for p in found:
-                subdir = Path(*prefix, *p.relative_to(source).parent.parts).as_posix()
+                subdir = p.relative_to(source).parent.as_posix()
                 tasks.append(VideoTask(p, p.stem, "" if subdir == "." else subdir))
         else:
             tasks.append(VideoTask(source, source.stem))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,9 +21,15 @@ LINK_CHOICES = ("seqnms+", "seqnms", "none")
 
 
 def _console(stderr: bool = False):
+    """A rich console; without a terminal (a log file, a pipe) lines are never wrapped."""
+    import shutil
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, width=max(shutil.get_terminal_size((10_000, 24)).columns, 10_000))
+    return console
 
 
 def handle_errors(fn):
@@ -59,7 +66,12 @@ def _plain(text) -> str:
 def _setup_logging(quiet: bool) -> None:
     from rich.logging import RichHandler
 
-    handler = RichHandler(console=_console(stderr=True), show_time=False, show_path=False)
+    console = _console(stderr=True)
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_time=False, show_path=False)
+    else:  # a log file or a pipe: one unpadded, unwrapped line per message
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler], format="%(message)s", force=True)
 
 
@@ -88,12 +100,17 @@ def _split_commas(ctx, param, value):
 @click.option("--link", type=click.Choice(LINK_CHOICES), default="seqnms+", show_default=True, help="Link boxes over time into tracks.")
 @click.option("--cut-threshold", type=click.FloatRange(0, 1), default=0.4, show_default=True, help="Hard cuts: a frame whose thumbnail correlates below this with the one before starts a new shot; no track crosses it, psla restarts, iff windows stop. 0: off.")
 @click.option("--conf", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="Minimum score kept.")
-@click.option("--classes", multiple=True, callback=_split_commas, help="Keep only these classes, e.g. person,car.")
+@click.option("--iou", type=click.FloatRange(0, 1, min_open=True), default=0.6, show_default=True, help="NMS: a box overlapping a higher-scoring box of its class by more than this IoU is dropped.")
+@click.option("--max-det", type=click.IntRange(min=1), default=100, show_default=True, help="Most boxes kept per frame.")
+@click.option("--classes", multiple=True, callback=_split_commas, help="Keep only these classes: names or 0-based ids, e.g. person,car or 0,2 (`vidtag models --classes`).")
 @click.option("--format", "formats", multiple=True, type=click.Choice(FORMAT_CHOICES), help="Output format; repeat for several. [default: all]")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("vidtag-out"), show_default=True, help="Output folder.")
 @click.option("--overwrite", is_flag=True, help="Redo videos already done with the same options.")
 @click.option("--recursive", "-r", is_flag=True, help="Search folders recursively for videos.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or N (a CUDA index).")
+@click.option("--line-width", type=click.IntRange(min=1), default=None, help="Annotated MP4: box line width in pixels [default: scales with the frame].")
+@click.option("--hide-labels", is_flag=True, help="Annotated MP4: draw boxes without labels.")
+@click.option("--hide-conf", is_flag=True, help="Annotated MP4: labels without scores.")
 @click.option("--imgsz", type=int, default=416, show_default=True, help="Network input size (longest side), multiple of 32.")
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per inference batch.")
 @click.option("--weights", default=None, help="Weights name (see `vidtag models`) or manifest/.pt path.")
@@ -102,7 +119,7 @@ def _split_commas(ctx, param, value):
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="One task per video on a Ray cluster: alone, find or start one (ray.init()); or auto, HOST:PORT, ray://HOST:10001, local. Needs `pip install 'vidtag[ray]'`; put it after the videos.")
 @handle_errors
-def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_weights, vid_stride, link, cut_threshold, conf, classes, formats, output, overwrite, recursive, device, imgsz, batch, weights, quiet, workers, ray_address):
+def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_weights, vid_stride, link, cut_threshold, conf, iou, max_det, classes, formats, output, overwrite, recursive, device, line_width, hide_labels, hide_conf, imgsz, batch, weights, quiet, workers, ray_address):
     """Detect, link and write results for video files and folders."""
     from vidtag.api import Runner, Settings, annotate, driver_runner
     from vidtag.batch import find_videos
@@ -115,8 +132,9 @@ def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_
     settings = Settings(method=method, link=link, conf=conf, classes=classes, imgsz=imgsz,
                         batch=batch, device=device, weights=weights, key_interval=key_interval,
                         psla_weights=psla_weights, window=window, iff_module=iff_module, iff_weights=iff_weights,
-                        cut_threshold=cut_threshold, vid_stride=vid_stride)
-    formats = formats or FORMAT_CHOICES
+                        cut_threshold=cut_threshold, vid_stride=vid_stride, iou=iou, max_det=max_det,
+                        line_width=line_width, hide_labels=hide_labels, hide_conf=hide_conf)
+    formats = _formats_for_link(formats, link)
     tasks = find_videos(sources, recursive=recursive, output=output)
     parallel = ray_address is not None or workers > 1
     if ray_address is not None:
@@ -151,6 +169,27 @@ def _check_detect_usage(sources, output: Path, weights: str | None, classes) -> 
         raise click.UsageError(str(err)) from None
     if classes:
         class_indices(classes, manifest.classes)  # ValueError: a usage error
+
+
+TRACK_FORMATS = ("mot", "mot-json")
+"""Formats that hold tracked boxes only: empty without linking."""
+
+
+def _formats_for_link(formats: tuple[str, ...], link: str) -> tuple[str, ...]:
+    """The formats to write: all by default; without linking the track-only formats
+    are refused when asked for and left out (saying so) by default."""
+    if link != "none":
+        return formats or FORMAT_CHOICES
+    asked = [f for f in formats if f in TRACK_FORMATS]
+    if asked:
+        raise click.UsageError(f"--format {', '.join(asked)} holds tracks, and --link none makes none: "
+                               "link (--link seqnms+) or choose other formats")
+    if not formats:
+        logging.getLogger("vidtag").warning("--link none: no MOT files (they hold tracks only); track_id stays empty in the CSV")
+        return tuple(f for f in FORMAT_CHOICES if f not in TRACK_FORMATS)
+    if "csv" in formats:
+        logging.getLogger("vidtag").warning("--link none: track_id stays empty in the CSV")
+    return formats
 
 
 def _check_ray_address(address: str | None, workers: int) -> None:
@@ -213,7 +252,7 @@ class BatchProgress:
                     self._progress.remove_task(self._video)
                 self._video = self._progress.add_task(task.path.name[:40], total=None, rate="")
             elif not self.quiet:
-                self.console.print(f"[{self.index}/{self.total}] {_plain(task.path)}")
+                self.console.print(f"[{self.index}/{self.total}] {_plain(task.path)}", soft_wrap=True)
         else:
             status = record["status"]
             line = _record_line(record)
@@ -224,7 +263,8 @@ class BatchProgress:
                     self._video = None
                 self._progress.console.print(f"{_plain(task.path.name)}: {line}", soft_wrap=True)
             elif not self.quiet or status == "failed":
-                self.console.print(f"  {line}", soft_wrap=True)
+                # the line names its video: it can come after the next video's heading (writing overlaps detection)
+                self.console.print(f"  {_plain(task.path)}: {line}", soft_wrap=True)
 
     def _on_parallel_event(self, kind, task, record):
         if kind == "start":
@@ -264,20 +304,29 @@ def _record_line(record: dict) -> str:
 
 def _print_summary(console, summary, output, quiet):
     done, skipped, failed = summary.count("done"), summary.count("skipped"), summary.count("failed")
-    console.print(f"{done} done, {skipped} skipped, {failed} failed -> {_plain(output)}/ (manifest: {_plain(output)}/vidtag-run.json)")
+    console.print(f"{done} done, {skipped} skipped, {failed} failed -> {_plain(output)}/ (manifest: {_plain(output)}/vidtag-run.json)",
+                  soft_wrap=True)
 
 
 @main.command()
 @click.argument("video", type=click.Path(path_type=Path))
 @click.argument("results", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Annotated .mp4 to write.")
+@click.option("--line-width", type=click.IntRange(min=1), default=None, help="Box line width in pixels [default: scales with the frame].")
+@click.option("--hide-labels", is_flag=True, help="Draw boxes without labels.")
+@click.option("--hide-conf", is_flag=True, help="Labels without scores.")
 @handle_errors
-def render(video, results, output):
+def render(video, results, output, line_width, hide_labels, hide_conf):
     """Draw saved COCO results (RESULTS.coco.json) on VIDEO."""
     from vidtag.pipeline import render_saved
 
     _setup_logging(True)
-    frames = render_saved(video, results, output)
+    for given, role in ((video, "the input video"), (results, "the results file")):
+        if given.exists() and output.exists() and os.path.samefile(given, output) or os.path.abspath(given) == os.path.abspath(output):
+            raise click.UsageError(f"-o {output} is {role}: writing it would destroy it; choose another file")
+    from vidtag.formats.video import DrawStyle
+
+    frames = render_saved(video, results, output, DrawStyle(line_width=line_width, labels=not hide_labels, conf=not hide_conf))
     _console().print(f"wrote {output} ({frames} frames)")
 
 

@@ -160,8 +160,10 @@ def write_outputs(
     *,
     batch: int = 16,
     on_progress: ProgressFn | None = None,
+    style=None,
 ) -> WrittenOutputs:
-    """Write every requested format of one video into ``out_dir``.
+    """Write every requested format of one video into ``out_dir`` (``style``: how the
+    annotated video draws boxes, a :class:`vidtag.formats.video.DrawStyle`; None: the default).
 
     Files appear as ``out_dir/<stem><suffix>`` all at once at the end; on any
     error nothing of this video is left in ``out_dir``.
@@ -191,7 +193,7 @@ def write_outputs(
             try:
                 if fmt == "mp4":
                     render_video(result.info, result.detections, result.timestamps, meta, staged[fmt],
-                                 batch=batch, on_progress=on_progress, frames=result.frames)
+                                 batch=batch, on_progress=on_progress, frames=result.frames, style=style)
                 else:
                     with open_sink(fmt, staged[fmt], meta) as sink:
                         for i, dets in enumerate(result.detections):
@@ -222,6 +224,7 @@ def render_video(
     batch: int = 16,
     on_progress: ProgressFn | None = None,
     frames: Sequence | None = None,
+    style=None,
 ) -> None:
     """Draw ``detections`` on the video's frames and encode H.264 to ``path``.
 
@@ -240,7 +243,7 @@ def render_video(
     else:
         chunks = prefetch(iter_chunks(info.path, chunk_size=batch, device="cpu", info=info), depth=2, name="render-decode")
     try:
-        with open_sink("mp4", path, meta, audio_source=audio) as sink:
+        with open_sink("mp4", path, meta, audio_source=audio, **({"style": style} if style is not None else {})) as sink:
             for chunk in chunks:
                 frames = chunk.frames.cpu().numpy()
                 for k in range(min(len(chunk), total - chunk.start)):
@@ -256,8 +259,9 @@ def render_video(
             close()
 
 
-def render_saved(video: str | Path, results: str | Path, output: str | Path) -> int:
-    """Draw a saved ``.coco.json`` on ``video`` into ``output`` (H.264 MP4).
+def render_saved(video: str | Path, results: str | Path, output: str | Path, style=None) -> int:
+    """Draw a saved ``.coco.json`` on ``video`` into ``output`` (H.264 MP4; ``style``
+    as for :func:`write_outputs`).
 
     Returns the number of frames written.
 
@@ -277,13 +281,14 @@ def render_saved(video: str | Path, results: str | Path, output: str | Path) -> 
         raise VideoError(results, f"not a vidtag COCO file ({err})") from None
     if (meta.width, meta.height) != (info.width, info.height):
         raise VideoError(results, f"results are for {meta.width}x{meta.height} but {video} is {info.width}x{info.height}")
-    if len(detections) > info.num_frames:
-        raise VideoError(results, f"results have {len(detections)} frames but {video} has {info.num_frames}")
+    if len(detections) != info.num_frames:
+        raise VideoError(results, f"results have {len(detections)} frames but {video} has {info.num_frames}: "
+                                  "they are not this video's (or not all of it)")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"{output.parent}: cannot write output folder ({err.strerror or err})") from err
-    render_video(info, detections, np.asarray(timestamps, dtype=np.float64), meta, output)
+    render_video(info, detections, np.asarray(timestamps, dtype=np.float64), meta, output, style=style)
     return len(detections)
 
 

@@ -9,7 +9,8 @@ videos by name, maps prediction classes onto ground-truth classes
 * ``coco``: COCO AP, AP50, AP75, ... through pycocotools
   (:mod:`vidtag.eval.coco_ap`);
 * ``tracking``: MOTA, IDF1, HOTA, ... when the predictions carry track ids
-  (:mod:`vidtag.eval.tracking`), else None.
+  and the ground truth does too (:mod:`vidtag.eval.tracking`), else None;
+  ``tracking_skipped`` then says why when the ground truth lacks them.
 
 Scope: only ground-truth videos with a prediction video are scored (the
 others are listed in ``counts``); within them every annotated frame is scored
@@ -111,8 +112,12 @@ def evaluate(
     coco_result = coco_ap(gt.videos, pred, pairs, gt.classes) if coco else None
 
     has_tracks = any((f.track_ids >= 0).any() for v in pred.values() for f in v.frames.values())
+    gt_has_tracks = any((f.track_ids >= 0).any() for g in pairs for f in gt.videos[g].frames.values())
     tracking_result = None
-    if tracking or (tracking is None and has_tracks):
+    tracking_skipped = None
+    if (tracking or (tracking is None and has_tracks)) and not gt_has_tracks:
+        tracking_skipped = "the ground truth has no track ids (instance_id / trackid): MOTA, IDF1 and HOTA need them"
+    elif tracking or (tracking is None and has_tracks):
         tracking_result = evaluate_tracking(gt.videos, pred, pairs, gt_classes=targets, iou_threshold=iou_threshold)
         tracking_result["classes"] = sorted(targets, key=lambda c: gt.classes.index(c) if c in gt.classes else len(gt.classes))
 
@@ -135,6 +140,7 @@ def evaluate(
         "vid_map": vid,
         "coco": coco_result,
         "tracking": tracking_result,
+        "tracking_skipped": tracking_skipped,
         "class_map": dict(sorted(mapping.items())),
         "counts": counts,
         "settings": {
@@ -176,6 +182,8 @@ def format_rows(result: dict, per_class: bool = True) -> list[tuple[str, str, st
             rows.append(("Tracking", key, _pct(tr[key])))
         for key in ("IDSW", "FP", "FN", "gt_tracks", "pred_tracks"):
             rows.append(("Tracking", key, str(tr[key])))
+    elif result.get("tracking_skipped"):
+        rows.append(("Tracking", "not computed", result["tracking_skipped"]))
     c = result["counts"]
     rows.append(("Counts", "videos matched / gt / pred", f"{c['matched_videos']} / {c['gt_videos']} / {c['pred_videos']}"))
     rows.append(("Counts", "frames scored", str(c["scored_frames"])))

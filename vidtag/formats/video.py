@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
@@ -73,15 +74,35 @@ def drawing_style(width: int, height: int) -> tuple[int, float, int, int]:
     return thickness, font_scale, text_thickness, pad
 
 
-def label_text(class_name: str, score: float, track_id: int | None) -> str:
-    """``"<class> <score:.2f> #<track>"``, without ``#<track>`` for unlinked boxes."""
-    text = f"{class_name} {score:.2f}"
+@dataclass(frozen=True)
+class DrawStyle:
+    """How boxes are drawn on the annotated video.
+
+    Attributes:
+        line_width: box line thickness in pixels; None scales it with the frame size.
+        labels: draw the ``class score #track`` label above each box.
+        conf: include the score in the label.
+    """
+
+    line_width: int | None = None
+    labels: bool = True
+    conf: bool = True
+
+    def __post_init__(self):
+        if self.line_width is not None and self.line_width < 1:
+            raise ValueError(f"line width must be at least 1 pixel, got {self.line_width}")
+
+
+def label_text(class_name: str, score: float, track_id: int | None, conf: bool = True) -> str:
+    """``"<class> <score:.2f> #<track>"``, without ``#<track>`` for unlinked boxes
+    and without the score when ``conf`` is False."""
+    text = f"{class_name} {score:.2f}" if conf else class_name
     if track_id is not None and track_id >= 1:
         text += f" #{track_id}"
     return text
 
 
-def draw_detections(frame: np.ndarray, dets: Detections, classes: Sequence[str]) -> np.ndarray:
+def draw_detections(frame: np.ndarray, dets: Detections, classes: Sequence[str], style: DrawStyle = DrawStyle()) -> np.ndarray:
     """Draw boxes and labels on a copy of ``frame``.
 
     Args:
@@ -89,6 +110,7 @@ def draw_detections(frame: np.ndarray, dets: Detections, classes: Sequence[str])
         dets: boxes in pixels of this frame (xyxy); parts outside the frame are
             clipped, boxes entirely outside are skipped.
         classes: class names indexed by ``dets.labels``.
+        style: line width and which parts of the labels to draw.
 
     Returns:
         uint8[H, W, 3]: a new RGB image with the boxes drawn.  Labels are
@@ -102,6 +124,8 @@ def draw_detections(frame: np.ndarray, dets: Detections, classes: Sequence[str])
         return image
     height, width = image.shape[:2]
     thickness, font_scale, text_thickness, pad = drawing_style(width, height)
+    if style.line_width is not None:
+        thickness = style.line_width
 
     boxes = dets.boxes
     finite = np.isfinite(boxes).all(axis=1)
@@ -122,9 +146,9 @@ def draw_detections(frame: np.ndarray, dets: Detections, classes: Sequence[str])
         x1, y1, x2, y2 = (int(v) for v in xyxy[i])
         cv2.rectangle(image, (x1, y1), (x2, y2), color, thickness, cv2.LINE_8)
 
-    for i, (track, color) in zip(order, colors):
+    for i, (track, color) in zip(order, colors if style.labels else ()):
         x1, y1 = int(xyxy[i, 0]), int(xyxy[i, 1])
-        text = label_text(classes[dets.labels[i]], float(dets.scores[i]), track)
+        text = label_text(classes[dets.labels[i]], float(dets.scores[i]), track, style.conf)
         (text_w, text_h), baseline = cv2.getTextSize(text, FONT, font_scale, text_thickness)
         label_w = text_w + 2 * pad
         label_h = text_h + baseline + 2 * pad
@@ -160,6 +184,7 @@ class VideoSink(Sink):
             the bytes of ``veryfast`` in half the time: the annotated video is
             a preview and its encoding competes with inference for the CPU,
             so speed wins (benchmarks/bench_encode.py).
+        style: how boxes are drawn (:class:`DrawStyle`).
     """
 
     needs_frames = True
@@ -175,8 +200,10 @@ class VideoSink(Sink):
         encoder_factory: Callable | None = None,
         crf: int = 23,
         preset: str = DEFAULT_PRESET,
+        style: DrawStyle = DrawStyle(),
     ):
         super().__init__(path, meta)
+        self.style = style
         self.timestamps = None if timestamps is None else np.asarray(timestamps, dtype=np.float64)
         if encoder_factory is None:
             from vidtag.io.encode import BackgroundEncoder
@@ -205,7 +232,7 @@ class VideoSink(Sink):
             )
         self._check_write(frame_idx)
         pts = float(self.timestamps[frame_idx]) if self.timestamps is not None else float(timestamp_s)
-        self._encoder.write(draw_detections(frame, dets, self.meta.classes), pts)
+        self._encoder.write(draw_detections(frame, dets, self.meta.classes, self.style), pts)
 
     def close(self) -> None:
         if self._closed:

@@ -129,8 +129,16 @@ class FrameDetector:
             t += len(chunk)
 
 
+def normalise_device(device: str) -> str:
+    """``"0"`` -> ``"cuda:0"`` (yolo's spelling); anything else unchanged."""
+    device = str(device).strip()
+    return f"cuda:{device}" if device.isdigit() else device
+
+
 def select_device(device: str = "auto") -> torch.device:
-    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> a torch.device; ValueError if unavailable."""
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'N' (a CUDA index, as ``yolo predict --device 0``)
+    -> a torch.device; ValueError if unavailable."""
+    device = normalise_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
