@@ -30,7 +30,15 @@ def bad_videos(tmp_path_factory):
     return make_bad_videos(tmp_path_factory.mktemp("bad"))
 
 
-@pytest.mark.parametrize("name", ["missing", "empty", "text", "audio only", "unfinished mp4", "truncated", "no frames"])
+def test_a_missing_input_is_a_usage_error_before_anything_runs(tmp_path, bad_videos):
+    path, _ = bad_videos["missing"]
+    out = tmp_path / "out"
+    result = run("detect", path, "-o", out, *FAST)
+    assert result.exit_code == 2 and f"{path}: no such file or folder" in result.output + result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["empty", "text", "audio only", "unfinished mp4", "truncated", "no frames"])
 def test_each_bad_file_gives_one_clear_line(tmp_path, bad_videos, name):
     path, phrase = bad_videos[name]
     out = tmp_path / "out"

@@ -45,6 +45,8 @@ class Settings:
     line_width: int | None = None  # annotated video: box line width in pixels; None scales with the frame
     hide_labels: bool = False  # annotated video: boxes without labels
     hide_conf: bool = False  # annotated video: labels without scores
+    start: str | None = None  # first time or frame to detect ("12.5", "12.5s", "1:02", "300f"); None: the first
+    end: str | None = None  # time or frame to stop before; None: the end of the video
     vid_stride: int = 1  # frame: the network runs on every vid_stride-th frame, boxes carried between (vidtag.stride)
     cut_threshold: float = 0.4  # vidtag.shots.CUT_THRESHOLD (not imported: it needs torch): hard cuts split tracks, PSLA segments, IFF windows; 0 = off
 
@@ -71,6 +73,8 @@ class Settings:
             "weights_sha256": manifest.sha256,
             "cut_threshold": self.cut_threshold,
             **({"vid_stride": self.vid_stride} if self.vid_stride > 1 else {}),
+            **({"start": self.start} if self.start is not None else {}),
+            **({"end": self.end} if self.end is not None else {}),
             **({"iou": self.iou} if self.iou != 0.6 else {}),
             **({"max_det": self.max_det} if self.max_det != 100 else {}),
             **({"draw": self.draw_style_options()} if self.draw_style_options() else {}),
@@ -98,6 +102,9 @@ class Runner:
         if settings.max_det < 1:
             raise ValueError(f"max_det must be at least 1, got {settings.max_det}")
         settings.draw_style()  # ValueError for a bad line width
+        from vidtag.io.decode import Span
+
+        self.span = Span.from_text(settings.start, settings.end)  # ValueError for a bad time
         options = DetectOptions(conf=settings.conf, imgsz=settings.imgsz, iou=settings.iou, max_det=settings.max_det)
         if settings.key_interval < 1:
             raise ValueError(f"key interval must be at least 1, got {settings.key_interval}")
@@ -138,7 +145,8 @@ class Runner:
     def detect(self, path: str | Path, on_progress: ProgressFn | None = None, keep_frames: bool = False) -> VideoDetections:
         """Detect and link one video; ``keep_frames`` keeps short videos' frames for rendering."""
         return detect_video(path, self.detector, link=self.settings.link, batch=self.settings.batch,
-                            decode_device=self.decode_device, on_progress=on_progress, keep_frames=keep_frames)
+                            decode_device=self.decode_device, on_progress=on_progress, keep_frames=keep_frames,
+                            span=getattr(self, "span", None))
 
     def run_info(self) -> dict:
         from vidtag import __version__

@@ -102,6 +102,8 @@ def _split_commas(ctx, param, value):
 @click.option("--conf", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="Minimum score kept.")
 @click.option("--iou", type=click.FloatRange(0, 1, min_open=True), default=0.6, show_default=True, help="NMS: a box overlapping a higher-scoring box of its class by more than this IoU is dropped.")
 @click.option("--max-det", type=click.IntRange(min=1), default=100, show_default=True, help="Most boxes kept per frame.")
+@click.option("--start", default=None, help="Detect from this time (12.5, 12.5s, 1:02) or frame (300f) on; frame numbers and times in the outputs stay the video's.")
+@click.option("--end", default=None, help="Stop before this time or frame (same forms as --start).")
 @click.option("--classes", multiple=True, callback=_split_commas, help="Keep only these classes: names or 0-based ids, e.g. person,car or 0,2 (`vidtag models --classes`).")
 @click.option("--format", "formats", multiple=True, type=click.Choice(FORMAT_CHOICES), help="Output format; repeat for several. [default: all]")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("vidtag-out"), show_default=True, help="Output folder.")
@@ -119,20 +121,20 @@ def _split_commas(ctx, param, value):
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="One task per video on a Ray cluster: alone, find or start one (ray.init()); or auto, HOST:PORT, ray://HOST:10001, local. Needs `pip install 'vidtag[ray]'`; put it after the videos.")
 @handle_errors
-def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_weights, vid_stride, link, cut_threshold, conf, iou, max_det, classes, formats, output, overwrite, recursive, device, line_width, hide_labels, hide_conf, imgsz, batch, weights, quiet, workers, ray_address):
+def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_weights, vid_stride, link, cut_threshold, conf, iou, max_det, start, end, classes, formats, output, overwrite, recursive, device, line_width, hide_labels, hide_conf, imgsz, batch, weights, quiet, workers, ray_address):
     """Detect, link and write results for video files and folders."""
     from vidtag.api import Runner, Settings, annotate, driver_runner
     from vidtag.batch import find_videos
 
     _setup_logging(quiet)
     _check_ray_address(ray_address, workers)
-    _check_detect_usage(sources, output, weights, classes)
+    _check_detect_usage(sources, output, weights, classes, start, end)
     if vid_stride > 1 and method != "frame":
         raise click.UsageError(f"--vid-stride works with --method frame only (got --method {method})")
     settings = Settings(method=method, link=link, conf=conf, classes=classes, imgsz=imgsz,
                         batch=batch, device=device, weights=weights, key_interval=key_interval,
                         psla_weights=psla_weights, window=window, iff_module=iff_module, iff_weights=iff_weights,
-                        cut_threshold=cut_threshold, vid_stride=vid_stride, iou=iou, max_det=max_det,
+                        cut_threshold=cut_threshold, vid_stride=vid_stride, iou=iou, max_det=max_det, start=start, end=end,
                         line_width=line_width, hide_labels=hide_labels, hide_conf=hide_conf)
     formats = _formats_for_link(formats, link)
     tasks = find_videos(sources, recursive=recursive, output=output)
@@ -151,10 +153,16 @@ def detect(sources, method, key_interval, psla_weights, window, iff_module, iff_
     sys.exit(0 if summary.ok else 1)
 
 
-def _check_detect_usage(sources, output: Path, weights: str | None, classes) -> None:
+def _check_detect_usage(sources, output: Path, weights: str | None, classes, start=None, end=None) -> None:
     """Usage errors found before any model loads: a missing input, ``-o`` naming a
-    file, weights that do not exist or are not a detector's, unknown classes."""
+    file, weights that do not exist or are not a detector's, unknown classes, bad times."""
     from vidtag.api import class_indices
+    from vidtag.io.decode import Span
+
+    try:
+        Span.from_text(start, end)
+    except ValueError as err:
+        raise click.UsageError(f"--start/--end: {err}") from None
     from vidtag.errors import WeightsError
     from vidtag.weights import resolve_detector_weights
 
@@ -263,8 +271,10 @@ class BatchProgress:
                     self._video = None
                 self._progress.console.print(f"{_plain(task.path.name)}: {line}", soft_wrap=True)
             elif not self.quiet or status == "failed":
-                # the line names its video: it can come after the next video's heading (writing overlaps detection)
-                self.console.print(f"  {_plain(task.path)}: {line}", soft_wrap=True)
+                # the line names its video (a failure's error does): it can come after the next
+                # video's heading, since writing overlaps the next detection
+                named = line if status == "failed" else f"{_plain(task.path)}: {line}"
+                self.console.print(f"  {named}", soft_wrap=True)
 
     def _on_parallel_event(self, kind, task, record):
         if kind == "start":

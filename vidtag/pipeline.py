@@ -10,6 +10,7 @@ failed video leaves nothing behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -58,6 +59,8 @@ class VideoDetections:
     classes: tuple[str, ...]
     seconds: float = 0.0
     link: str = "none"
+    first_frame: int = 0
+    """Index in the video of ``detections[0]`` (``--start``); the frames are consecutive."""
     frames: list | None = None
     """Decoded chunks (uint8 [B, H, W, 3] RGB on the CPU), kept only for short
     videos (see FRAME_CACHE_BYTES) so the render pass need not decode again."""
@@ -91,11 +94,13 @@ def detect_video(
     decode_device: str = "cpu",
     on_progress: ProgressFn | None = None,
     keep_frames: bool = False,
+    span=None,
 ) -> VideoDetections:
     """Decode ``path`` in chunks of ``batch`` frames, detect, then link.
 
     With ``keep_frames``, a video whose frames fit in FRAME_CACHE_BYTES keeps
-    them in ``result.frames`` for the render pass.
+    them in ``result.frames`` for the render pass.  With ``span``
+    (:class:`vidtag.io.decode.Span`) only its frames are decoded and detected.
 
     Raises:
         VideoError: the file cannot be decoded (message names file and cause).
@@ -109,24 +114,28 @@ def detect_video(
     info = probe(path)
     timestamps: list[np.ndarray] = []
     detections: list[Detections] = []
+    first_frame: list[int] = []
     frame_bytes = info.width * info.height * 3
     fits = frame_bytes * info.num_frames <= FRAME_CACHE_BYTES
     cache: list | None = [] if keep_frames and fits and decode_device == "cpu" else None
 
     def recorded(chunks):
         for chunk in chunks:
+            if not first_frame:
+                first_frame.append(chunk.start)
             timestamps.append(np.asarray(chunk.timestamps, dtype=np.float64))
             if cache is not None:
                 cache.append(chunk)
             yield chunk
 
     chunk_size = max(1, min(batch, DECODE_CHUNK_BYTES // max(frame_bytes, 1)))
-    chunks = prefetch(iter_chunks(path, chunk_size=chunk_size, device=decode_device, info=info), depth=2, name="decode")
+    chunks = prefetch(iter_chunks(path, chunk_size=chunk_size, device=decode_device, info=info, span=span), depth=2, name="decode")
+    total = info.num_frames
     try:
         for dets in detector.run(recorded(chunks)):
             detections.append(dets)
             if on_progress is not None:
-                on_progress("detect", len(detections), info.num_frames)
+                on_progress("detect", len(detections), total if span is None else max(len(detections), 1))
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
@@ -147,6 +156,7 @@ def detect_video(
         classes=tuple(detector.classes),
         seconds=time.perf_counter() - start,
         link=link,
+        first_frame=first_frame[0] if first_frame else 0,
         frames=cache,
     )
 
@@ -193,11 +203,12 @@ def write_outputs(
             try:
                 if fmt == "mp4":
                     render_video(result.info, result.detections, result.timestamps, meta, staged[fmt],
-                                 batch=batch, on_progress=on_progress, frames=result.frames, style=style)
+                                 batch=batch, on_progress=on_progress, frames=result.frames, style=style,
+                                 first_frame=result.first_frame)
                 else:
                     with open_sink(fmt, staged[fmt], meta) as sink:
-                        for i, dets in enumerate(result.detections):
-                            sink.write(i, float(result.timestamps[i]), dets)
+                        for k, dets in enumerate(result.detections):  # frame numbers stay the video's (--start)
+                            sink.write(result.first_frame + k, float(result.timestamps[k]), dets)
             except (OSError, OutputError, VideoError) as err:
                 # a VideoError is the encoder's only when it names a staged file and an OS error lies behind it
                 if isinstance(err, VideoError) and (_os_error_in(err) is None or not err.path.startswith(str(staging))):
@@ -225,33 +236,43 @@ def render_video(
     on_progress: ProgressFn | None = None,
     frames: Sequence | None = None,
     style=None,
+    first_frame: int = 0,
 ) -> None:
     """Draw ``detections`` on the video's frames and encode H.264 to ``path``.
 
-    The frames come from ``frames`` (chunks kept by :func:`detect_video`)
-    when given, else ``info.path`` is decoded again.  Frames beyond
-    ``len(detections)`` are not written; audio is copied.
+    ``detections[k]`` and ``timestamps[k]`` belong to frame ``first_frame + k``
+    of the video.  The frames come from ``frames`` (chunks kept by
+    :func:`detect_video`) when given, else ``info.path`` is decoded again.
+    Frames outside the detections are not written.  The whole video keeps
+    its timing and audio; a part of it (``first_frame > 0`` or fewer frames)
+    starts at time 0 and has no audio.
     """
     from vidtag.formats import open_sink
-    from vidtag.io.decode import iter_chunks
+    from vidtag.io.decode import Span, iter_chunks
     from vidtag.io.prefetch import prefetch
 
-    audio = info.path if info.has_audio else None
     total = len(detections)
+    whole = first_frame == 0 and total == info.num_frames
+    audio = info.path if info.has_audio and whole else None
+    shift = 0.0 if whole or not total else float(timestamps[0])
     if frames is not None:
         chunks = iter(frames)
     else:
-        chunks = prefetch(iter_chunks(info.path, chunk_size=batch, device="cpu", info=info), depth=2, name="render-decode")
+        span = None if whole else Span((first_frame, "f"), (first_frame + total, "f"))
+        chunks = prefetch(iter_chunks(info.path, chunk_size=batch, device="cpu", info=info, span=span), depth=2, name="render-decode")
     try:
         with open_sink("mp4", path, meta, audio_source=audio, **({"style": style} if style is not None else {})) as sink:
+            done = 0
             for chunk in chunks:
-                frames = chunk.frames.cpu().numpy()
-                for k in range(min(len(chunk), total - chunk.start)):
-                    i = chunk.start + k
-                    sink.write(i, float(timestamps[i]), detections[i], frames[k])
+                pixels = chunk.frames.cpu().numpy()
+                for k in range(len(chunk)):
+                    i = chunk.start + k - first_frame
+                    if 0 <= i < total:
+                        sink.write(chunk.start + k, float(timestamps[i]) - shift, detections[i], pixels[k])
+                        done += 1
                 if on_progress is not None:
-                    on_progress("render", min(chunk.start + len(chunk), total), total)
-                if chunk.start + len(chunk) >= total:
+                    on_progress("render", done, total)
+                if chunk.start + len(chunk) - first_frame >= total:
                     break
     finally:
         close = getattr(chunks, "close", None)
@@ -275,20 +296,27 @@ def render_saved(video: str | Path, results: str | Path, output: str | Path, sty
     info = probe(video)
     try:
         meta, detections, timestamps = read_coco(results)
+        with open(results, encoding="utf-8") as f:
+            frame_ids = sorted(int(im["frame_id"]) for im in json.load(f)["images"])
     except FileNotFoundError:
         raise VideoError(results, "file not found") from None
     except (ValueError, KeyError, TypeError) as err:
         raise VideoError(results, f"not a vidtag COCO file ({err})") from None
     if (meta.width, meta.height) != (info.width, info.height):
         raise VideoError(results, f"results are for {meta.width}x{meta.height} but {video} is {info.width}x{info.height}")
-    if len(detections) != info.num_frames:
-        raise VideoError(results, f"results have {len(detections)} frames but {video} has {info.num_frames}: "
-                                  "they are not this video's (or not all of it)")
+    first = frame_ids[0] if frame_ids else 0
+    options = (meta.info or {}).get("options", {}) if isinstance(meta.info, dict) else {}
+    part = options.get("start") is not None or options.get("end") is not None  # a run with --start / --end
+    if frame_ids != list(range(first, first + len(frame_ids))):
+        raise VideoError(results, "its frames are not consecutive: not a vidtag results file of one video")
+    if first + len(detections) > info.num_frames or (not part and (first, len(detections)) != (0, info.num_frames)):
+        raise VideoError(results, f"results have {len(detections)} frames (from frame {first}) but {video} has "
+                                  f"{info.num_frames}: they are not this video's (or not all of it)")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"{output.parent}: cannot write output folder ({err.strerror or err})") from err
-    render_video(info, detections, np.asarray(timestamps, dtype=np.float64), meta, output, style=style)
+    render_video(info, detections, np.asarray(timestamps, dtype=np.float64), meta, output, style=style, first_frame=first)
     return len(detections)
 
 

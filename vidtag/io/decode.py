@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -334,13 +335,78 @@ def _decord_has_cuda() -> bool:
 # --------------------------------------------------------------------------- frames
 
 
+@dataclass(frozen=True)
+class Span:
+    """A part of a video, ``[start, end)``, each bound in seconds or as a frame index.
+
+    Attributes:
+        start (tuple[float, str] | None): (value, ``"s"`` or ``"f"``); None: the first frame.
+        end (tuple[float, str] | None): (value, unit), exclusive; None: to the last frame.
+    """
+
+    start: tuple[float, str] | None = None
+    end: tuple[float, str] | None = None
+
+    @staticmethod
+    def parse_bound(text: str) -> tuple[float, str]:
+        """``"12.5"``, ``"12.5s"``, ``"1:02.5"``, ``"1:00:00"`` (seconds) or ``"300f"`` (a frame index) -> (value, unit).
+
+        Raises:
+            ValueError: anything else, or a negative value.
+        """
+        raw = str(text).strip().lower()
+        try:
+            if raw.endswith("f"):
+                value, unit = float(int(raw[:-1])), "f"
+            else:
+                parts = raw.removesuffix("s").split(":")
+                if len(parts) > 3:
+                    raise ValueError
+                value, unit = 0.0, "s"
+                for part in parts:
+                    value = value * 60 + float(part)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a time: use seconds (12.5, 12.5s, 1:02.5) or a frame index (300f)") from None
+        if value < 0:
+            raise ValueError(f"{text!r}: a time cannot be negative")
+        return value, unit
+
+    @classmethod
+    def from_text(cls, start: str | None, end: str | None) -> "Span | None":
+        """The span of ``--start`` / ``--end`` (None when both are absent)."""
+        if start is None and end is None:
+            return None
+        return cls(None if start is None else cls.parse_bound(start), None if end is None else cls.parse_bound(end))
+
+    def frames(self, times: np.ndarray) -> tuple[int, int]:
+        """(first, stop): the frames whose index / time (``times`` float64[N], seconds) lie in the span."""
+        n = len(times)
+
+        def position(bound, default):
+            if bound is None:
+                return default
+            value, unit = bound
+            if unit == "f":
+                return min(int(value), n)
+            return int(np.searchsorted(times, value - 1e-9, side="left"))
+
+        return position(self.start, 0), max(position(self.start, 0), position(self.end, n))
+
+    def describe(self) -> str:
+        def show(bound):
+            return "-" if bound is None else f"{int(bound[0])}f" if bound[1] == "f" else f"{bound[0]:g}s"
+
+        return f"{show(self.start)} to {show(self.end)}"
+
+
 def iter_chunks(
     path: str | Path,
     chunk_size: int = 32,
     device: str = "cpu",
     info: VideoInfo | None = None,
+    span: Span | None = None,
 ) -> Iterator[FrameChunk]:
-    """Stream a video as consecutive chunks of frames.
+    """Stream a video (or the frames of ``span``) as consecutive chunks of frames.
 
     Memory is bounded by one chunk (``chunk_size x H x W x 3`` bytes) plus
     decord's per-file index and timestamp table (16 bytes a frame): nothing is
@@ -357,7 +423,12 @@ def iter_chunks(
         FrameChunk: ``frames`` uint8 tensor [B, H, W, 3] RGB on ``device``,
         rotation applied (H, W = ``info.height``, ``info.width``);
         ``timestamps`` float64[B] seconds; ``start`` index of the first frame.
-        Exactly ``info.num_frames`` frames in total.
+        Exactly ``info.num_frames`` frames in total, or the frames of
+        ``span`` (the decoder seeks to its start where it can); ``start``
+        and ``timestamps`` stay the video's own.
+
+    Raises (also):
+        VideoError: ``span`` holds no frame of the video.
 
     Raises:
         VideoError: the file cannot be opened, or a frame fails to decode
@@ -368,16 +439,16 @@ def iter_chunks(
     path = Path(path)
     info = info or probe(path)
     _parse_device(device)
-    return _iter_chunks(path, info, chunk_size, str(device))
+    return _iter_chunks(path, info, chunk_size, str(device), span)
 
 
-def _iter_chunks(path: Path, info: VideoInfo, chunk_size: int, device: str) -> Iterator[FrameChunk]:
+def _iter_chunks(path: Path, info: VideoInfo, chunk_size: int, device: str, span: Span | None = None) -> Iterator[FrameChunk]:
     if info.rotation:
-        yield from _chunks_pyav(path, info, chunk_size, device)
+        yield from _clip_to_span(_chunks_pyav(path, info, chunk_size, device), span, path)
         return
     yielded = False
     try:
-        for chunk in _chunks_decord(path, info, chunk_size, device):
+        for chunk in _chunks_decord(path, info, chunk_size, device, span):
             yielded = True
             yield chunk
     except _DecordFailed as failed:
@@ -386,7 +457,37 @@ def _iter_chunks(path: Path, info: VideoInfo, chunk_size: int, device: str) -> I
         # decord gave nothing at all (seen with short MPEG-TS files with
         # B-frames): PyAV decodes the same frames, or fails with its own cause.
         log.warning("%s; decoding with PyAV instead", failed.error)
-        yield from _chunks_pyav(path, info, chunk_size, device)
+        yield from _clip_to_span(_chunks_pyav(path, info, chunk_size, device), span, path)
+
+
+def _clip_to_span(chunks: Iterator[FrameChunk], span: Span | None, path: Path) -> Iterator[FrameChunk]:
+    """The parts of ``chunks`` inside ``span`` (frames before it are decoded and dropped; decoding stops after it)."""
+    if span is None:
+        yield from chunks
+        return
+    found = False
+    try:
+        for chunk in chunks:
+            stamps = np.asarray(chunk.timestamps, dtype=np.float64)
+            index = chunk.start + np.arange(len(stamps))
+            keep = np.ones(len(stamps), bool)
+            for bound, after in ((span.start, True), (span.end, False)):
+                if bound is not None:
+                    value = index if bound[1] == "f" else stamps + 1e-9
+                    keep &= (value >= bound[0]) if after else (value < bound[0])
+            if keep.any():
+                rows = np.flatnonzero(keep)
+                a, b = int(rows[0]), int(rows[-1]) + 1
+                found = True
+                yield FrameChunk(start=chunk.start + a, frames=chunk.frames[a:b], timestamps=stamps[a:b].copy())
+            elif found:
+                return
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    if not found:
+        raise VideoError(path, f"--start/--end ({span.describe()}) hold no frame of the video")
 
 
 class _DecordFailed(Exception):
@@ -417,7 +518,7 @@ def rotate_frames(frames, rotation: int):
     return torch.rot90(frames, k=-k, dims=(1, 2)).contiguous()
 
 
-def _chunks_decord(path: Path, info: VideoInfo, chunk_size: int, device: str):
+def _chunks_decord(path: Path, info: VideoInfo, chunk_size: int, device: str, span: Span | None = None):
     import decord
     import torch
 
@@ -441,8 +542,12 @@ def _chunks_decord(path: Path, info: VideoInfo, chunk_size: int, device: str):
         raise VideoError(path, f"frame count changed since probe ({info.num_frames} -> {n}); was the file replaced?")
     try:
         times = _frame_times(path, reader, info)
-        for start in range(0, n, chunk_size):
-            stop = min(start + chunk_size, n)
+        first, last = (0, n) if span is None else span.frames(times)
+        if first >= last:
+            raise VideoError(path, f"--start/--end ({span.describe()}) hold no frame of the video ({n} frames, "
+                                   f"{times[-1] if n else 0:.2f} s)")
+        for start in range(first, last, chunk_size):
+            stop = min(start + chunk_size, last)
             try:
                 batch = reader.get_batch(range(start, stop))
             except Exception as err:
