@@ -39,6 +39,18 @@ head/stages 0-1, 1.60x for neck/stage 0; a head/stage 0 non-key frame costs
 6.49 ms against 19.84 ms for a NanoDet frame (the stem, Transform Net, PSLA,
 Quality Net and predictor).  Figures and the full table: benchmarks/RESULTS.md.
 
+Parameter-free non-key frames (``nonkey_affinity="appearance"``, not in the
+paper).  The non-key feature is ``F_t`` carried over by PSLA's sparse
+neighbourhood and aggregation with fixed weights: the softmax of
+``appearance_temperature`` times the cosine between 3x3 patches of NanoDet's
+own stem features (:func:`patch_cosines`), plus ``appearance_prior`` for the
+same cell.  Nothing is learnt, so it does not depend on the scenes the
+modules were trained on; when nothing matches better, the key frame's own
+cell stays (the carried-over feature).  With ``two_sided`` the frames
+between two key frames attend to both; with ``promote_below`` a frame that
+matches its key frames poorly runs the whole network.  The shipped manifest
+selects this mode (``benchmarks/cross_scene.py`` chose its settings).
+
 Displacement per level (``displacement_scaling``).  With ``"none"`` every
 level searches ``d`` cells; at stride 32 that is 128 input pixels, most of
 the height of a 416x192 input.  ``"stride"`` keeps ``d`` cells at stride 8 and
