@@ -156,6 +156,27 @@ def test_train_psla_then_detect_with_the_trained_modules(tmp_path, clip_with_aud
     assert str(out / "psla-nanodet-g.json") in json.dumps(run)
 
 
+def test_train_psla_on_a_folder_of_videos_and_photos(tmp_path, clip_with_audio):
+    import cv2
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "walk.mp4").write_bytes(clip_with_audio.read_bytes())
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (30, 40, 3)).repeat(4, 0).repeat(4, 1).astype(np.uint8)
+    cv2.imwrite(str(folder / "still.png"), photo)
+    (folder / "notes.txt").write_text("not training data")
+    out = tmp_path / "modules"
+    result = invoke("train", "psla", folder, "-o", out, "--steps", "2", "--imgsz", "64", "--seed", "1")
+    assert result.exit_code == 0, result.output + result.stderr
+    data = json.loads((out / "psla-nanodet-g.json").read_text())["training"]["data"]
+    assert [(d["file"], d["frames"]) for d in data] == [("still.png", [0, 48]), ("walk.mp4", [0, 15])]
+    from vidtag.train.data import load_frames
+
+    a, b = load_frames(folder / "still.png", 0, 6, 64), load_frames(folder / "still.png", 0, 6, 64)
+    assert np.array_equal(a.frames, b.frames) and not np.array_equal(a.frames[0], a.frames[5])  # seeded, and it moves
+
+
 def test_train_iff_then_detect_with_the_trained_modules(tmp_path, clip_with_audio):
     out = tmp_path / "modules"
     result = invoke("train", "iff", clip_with_audio, "-o", out, "--steps", "2", "--imgsz", "64", "--module", "basic", "--trl", "0",
@@ -180,7 +201,7 @@ def test_train_iff_then_detect_with_the_trained_modules(tmp_path, clip_with_audi
 
 def test_train_psla_bad_arguments_are_usage_errors(tmp_path, clip_with_audio):
     result = invoke("train", "psla", clip_with_audio, "-o", tmp_path / "m", "--frames", "0:5", "--frames", "5:9")
-    assert result.exit_code == 2 and "one START:STOP per video" in result.stderr
+    assert result.exit_code == 2 and "one START:STOP per input" in result.stderr
     result = invoke("train", "psla", clip_with_audio, "-o", tmp_path / "m", "--frames", "five")
     assert result.exit_code == 2 and "START:STOP" in result.stderr
     labels = tmp_path / "gt.json"

@@ -125,7 +125,8 @@ def test_models_separates_temporal_modules_and_refuses_them_as_weights(tmp_path,
     detectors, modules = listing.output.split("Temporal modules")
     assert "nanodet-g-coco" in detectors and "psla-nanodet-g" not in detectors
     assert "psla-nanodet-g (psla)" in modules and "trained on" in modules
-    assert "/tmp/" not in listing.output and "../shared" not in listing.output
+    made_by = [line for line in listing.output.splitlines() if line.strip().startswith("made by:")]
+    assert made_by and not any("/" in line for line in made_by)  # no paths of the machine that built them
     result = invoke("detect", clip, "-o", tmp_path / "o", "--weights", "psla-nanodet-g")
     assert result.exit_code == 2 and "--psla-weights" in result.output + result.stderr
 

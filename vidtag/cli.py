@@ -386,13 +386,34 @@ def _frame_range(text: str) -> tuple[int, int]:
         raise click.BadParameter(f"{text!r}: use START:STOP (half-open, frame indices)") from None
 
 
+def _training_inputs(sources) -> list[Path]:
+    """Training inputs: files as given; a folder gives its videos and still photos (sorted, not recursive)."""
+    from vidtag.batch import VIDEO_SUFFIXES
+    from vidtag.synth import IMAGE_SUFFIXES
+
+    found: list[Path] = []
+    for source in sources:
+        if source.is_dir():
+            inside = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES | set(IMAGE_SUFFIXES))
+            if not inside:
+                raise ValueError(f"{source}: no videos or images in this folder")
+            found.extend(inside)
+        else:
+            found.append(source)
+    return found
+
+
 def _training_ranges(videos, ranges) -> tuple[tuple[int, int], ...]:
-    """--frames per video (START:STOP, half-open), or every frame of each video."""
+    """--frames per input (START:STOP, half-open), or every frame of each video and
+    ``SYNTH_FRAMES`` of each still photo's synthetic clip."""
     from vidtag.io.decode import probe
+    from vidtag.train.data import SYNTH_FRAMES, is_image
 
     if ranges and len(ranges) != len(videos):
-        raise ValueError(f"--frames given {len(ranges)} times for {len(videos)} videos: give one START:STOP per video")
-    return tuple(_frame_range(r) for r in ranges) if ranges else tuple((0, probe(v).num_frames) for v in videos)
+        raise ValueError(f"--frames given {len(ranges)} times for {len(videos)} inputs: give one START:STOP per input")
+    if ranges:
+        return tuple(_frame_range(r) for r in ranges)
+    return tuple((0, SYNTH_FRAMES) if is_image(v) else (0, probe(v).num_frames) for v in videos)
 
 
 def _train_and_report(method: str, train_fn, config, output: Path, name: str) -> None:
@@ -420,9 +441,9 @@ def _train_and_report(method: str, train_fn, config, output: Path, name: str) ->
 
 
 @train.command("psla")
-@click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for psla-nanodet-g.pt and its manifest.")
-@click.option("--frames", "ranges", multiple=True, help="START:STOP frames to train on, one per video in order [default: every frame].")
+@click.option("--frames", "ranges", multiple=True, help="START:STOP frames to train on, one per input in order [default: every frame; 48 for a photo].")
 @click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True, help="Optimiser steps (2 clips each).")
 @click.option("--time-limit", type=click.FloatRange(min=1), default=None, help="Stop after this many seconds (the schedule is kept).")
 @click.option("--imgsz", type=int, default=416, show_default=True, help="Training input size (longest side), multiple of 32.")
@@ -435,6 +456,10 @@ def _train_and_report(method: str, train_fn, config, output: Path, name: str) ->
 def train_psla_command(videos, output, ranges, steps, time_limit, imgsz, seed, threads, affinity, offset_prior, labels):
     """Train the PSLA + RFU + DenseFT modules on VIDEOS, no labels needed.
 
+    VIDEOS are video files, still photos (each becomes a synthetic clip: camera
+    pans, zooms, shake and moving pasted objects, see vidtag.synth) or folders
+    of both.
+
     The frozen per-frame NanoDet-g sees clean frames; the PSLA student sees
     frames degraded by vidtag.degrade, with random camera-motion crops.  With
     --labels the student learns from those boxes instead (NanoDet's GFL loss).
@@ -442,6 +467,7 @@ def train_psla_command(videos, output, ranges, steps, time_limit, imgsz, seed, t
     from vidtag.models.psla import PSLAConfig
     from vidtag.train.loop import TrainConfig, train_psla
 
+    videos = _training_inputs(videos)
     frames = _training_ranges(videos, ranges)
     config = TrainConfig(
         videos=tuple(str(v) for v in videos), frames=frames, steps=steps, imgsz=imgsz, seed=seed, threads=threads,
@@ -454,9 +480,9 @@ def train_psla_command(videos, output, ranges, steps, time_limit, imgsz, seed, t
 
 
 @train.command("iff")
-@click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the modules file and its manifest.")
-@click.option("--frames", "ranges", multiple=True, help="START:STOP frames to train on, one per video in order [default: every frame].")
+@click.option("--frames", "ranges", multiple=True, help="START:STOP frames to train on, one per input in order [default: every frame; 48 for a photo].")
 @click.option("--module", type=click.Choice(("advanced", "basic")), default="advanced", show_default=True, help="IFF module to train.")
 @click.option("--trl", type=click.FloatRange(min=0), default=0.65, show_default=True, help="Weight (lambda) of the transformation residual loss; 0 turns it off.")
 @click.option("--learn-temperature/--no-learn-temperature", default=True, show_default=True, help="Learn a scale on the FGFA cosine similarities (the paper has none).")
@@ -480,6 +506,7 @@ def train_iff_command(videos, output, ranges, module, trl, learn_temperature, ma
     from vidtag.models.iff import IFFConfig
     from vidtag.train.iff import IFFTrainConfig, train_iff
 
+    videos = _training_inputs(videos)
     frames = _training_ranges(videos, ranges)
     name = "iff" + ("-basic" if module == "basic" else "") + ("-notrl" if trl == 0 else "") + "-nanodet-g"
     config = IFFTrainConfig(
@@ -533,7 +560,13 @@ def models(show_classes):
             continue
         console.print(f"[bold]{heading}[/bold]")
         for m in group:
-            console.print(_manifest_table(m, Table))
+            table = _manifest_table(m, Table)
+            if console.is_terminal:
+                console.print(table)
+            else:  # a pipe or a file: one unpadded "key: value" line per row
+                console.print(_plain(table.title), soft_wrap=True)
+                for key, value in zip(table.columns[0].cells, table.columns[1].cells):
+                    console.print(f"  {key}: {_plain(value)}", soft_wrap=True)
 
 
 def _manifest_table(m, table_class):

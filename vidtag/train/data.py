@@ -53,8 +53,39 @@ class VideoFrames:
             raise ValueError(f"{self.path}: {len(f)} frames for the range [{self.start}, {self.stop})")
 
 
+SYNTH_SIZE = (640, 480)
+"""Frame size of the synthetic clips made from still photos for training (before the letterbox)."""
+SYNTH_FRAMES = 48
+"""Frames of the synthetic clip a still photo gives when no frame range is asked for."""
+
+
+def is_image(path: str | Path) -> bool:
+    """Whether ``path`` is a still photo (by suffix): training makes a synthetic clip of it."""
+    from vidtag.synth import IMAGE_SUFFIXES
+
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _synthetic_frames(path: Path, start: int, stop: int, imgsz: int) -> VideoFrames:
+    """Frames ``start .. stop - 1`` of the synthetic clip of a still photo (:func:`vidtag.synth.synth_clip`,
+    seeded by the file name so the same photo always gives the same clip, below :data:`MAX_TRAIN_SEED`)."""
+    import zlib
+
+    import cv2
+
+    from vidtag.models.preprocess import plan_letterbox
+    from vidtag.synth import load_image, synth_clip
+
+    seed = zlib.crc32(path.name.encode()) % MAX_TRAIN_SEED
+    clip = synth_clip(load_image(path), seed, stop, SYNTH_SIZE)[start:stop]
+    _, (width, height) = plan_letterbox(SYNTH_SIZE, imgsz)
+    frames = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in clip])
+    return VideoFrames(path, start, stop, frames)
+
+
 def load_frames(path: str | Path, start: int, stop: int, imgsz: int) -> VideoFrames:
-    """Decode frames ``start <= i < stop`` of a video, downscaled for ``imgsz``.
+    """Decode frames ``start <= i < stop`` of a video, downscaled for ``imgsz``; for a still
+    photo (:func:`is_image`), those frames of its synthetic clip (camera motion, pasted objects).
 
     Decoding stops at ``stop``: frames after the range are never read into memory.
 
@@ -75,6 +106,8 @@ def load_frames(path: str | Path, start: int, stop: int, imgsz: int) -> VideoFra
     path = Path(path)
     if not 0 <= start < stop:
         raise ValueError(f"{path}: bad frame range [{start}, {stop})")
+    if is_image(path):
+        return _synthetic_frames(path, start, stop, imgsz)
     info = probe(path)
     if stop > info.num_frames:
         raise ValueError(f"{path}: frame range [{start}, {stop}) past the end ({info.num_frames} frames)")
