@@ -1,6 +1,7 @@
 """Cross-scene accuracy and speed of the key-frame methods against the stride baseline.
 
     python benchmarks/cross_scene.py [--out DIR] [--frames 40] [--real-frames 200] [--e2e] [--write-manifest]
+                                     [--skip-choose] [--trained LABEL=MANIFEST ...]
 
 A figure counts only on footage that took no part in training or in choosing
 a setting.  The scenes:
@@ -16,7 +17,9 @@ a setting.  The scenes:
   The PSLA modules trained by ``vidtag train psla`` (the shipped
   ``psla-nanodet-g.pt``) saw the first halves of vtest and bikes: the row
   ``psla (trained modules)`` is in-scene on **real** and cross-scene on the
-  synthetic sets, and is printed both ways.
+  synthetic sets, and is printed both ways.  ``--trained LABEL=MANIFEST``
+  adds modules trained elsewhere (run as trained); whoever trains them must
+  keep the confirm stills and the held-out halves out of their data.
 
 Ground truth: ``--method frame``'s own boxes with score >= 0.4 on the clean
 frames (fidelity measures how close a faster method stays to it).  Each
@@ -132,10 +135,10 @@ def build(spec: dict):
     """A setting -> a video detector: {"method": "frame", "vid_stride": K} or {"method": "psla", **psla options}."""
     from vidtag.models.build import build_detector
 
-    options = {k: v for k, v in spec.items() if k not in ("method", "label")}
+    options = {k: v for k, v in spec.items() if k not in ("method", "label", "psla_weights")}
     if spec["method"] == "frame":
         return build_detector("frame", device="cpu", vid_stride=options.get("vid_stride", 1))[0]
-    return build_detector("psla", device="cpu", psla_options=options)[0]
+    return build_detector("psla", device="cpu", psla_options=options, psla_weights=spec.get("psla_weights"))[0]
 
 
 def run(detector, scene: Scene, degraded: bool):
@@ -271,6 +274,9 @@ def main() -> None:
     parser.add_argument("--e2e", action="store_true", help="also time whole vidtag detect processes (720p and 640x480)")
     parser.add_argument("--repeats", type=int, default=3, help="--e2e runs per setting (default: %(default)s)")
     parser.add_argument("--write-manifest", action="store_true", help="record the chosen settings in weights/psla-nanodet-g.json")
+    parser.add_argument("--trained", action="append", default=[], metavar="LABEL=MANIFEST",
+                        help="also run these trained PSLA modules as trained (e.g. from vidtag train psla on other data); repeatable")
+    parser.add_argument("--skip-choose", action="store_true", help="take the settings of weights/psla-nanodet-g.json instead of choosing them again")
     parser.add_argument("--replot", action="store_true", help="only redraw docs/cross-scene.png from the saved results under --out")
     args = parser.parse_args()
     out = Path(args.out)
@@ -302,23 +308,28 @@ def main() -> None:
     say("|---:|---:|---|---|---:|")
     choose = scopes["choose"]
     grid = []
-    for spec in GRID:
+    for spec in [] if args.skip_choose else GRID:
         det = build({"method": "psla", "nonkey_affinity": "appearance", "key_interval": 10, "promote_below": 0.0, **spec})
         preds = {n: run(det, scorer.scenes[n], False)[0] for n in choose}
         fidelity = scorer.score(choose, preds)
         grid.append({**spec, "fidelity": fidelity})
         say(f"| {spec['appearance_temperature']:g} | {spec['appearance_prior']:g} | {'on' if spec['use_rfu'] else 'off'} | "
             f"{'yes' if spec['two_sided'] else 'no'} | {pct(fidelity)} |")
-    best = max(grid, key=lambda r: r["fidelity"] or -1)
-    chosen = {"nonkey_affinity": "appearance", "appearance_temperature": best["appearance_temperature"],
-              "appearance_prior": best["appearance_prior"], "use_rfu": best["use_rfu"], "two_sided": best["two_sided"],
-              "promote_below": PROMOTE_BELOW}
+    if args.skip_choose:
+        shipped = json.loads((ROOT / "weights" / "psla-nanodet-g.json").read_text())["inference"]
+        chosen, best = shipped["config"], {"fidelity": shipped.get("fidelity_on_choose")}
+        say(f"(not chosen again: the settings of weights/psla-nanodet-g.json, chosen by `{shipped['chosen_by']}`)")
+    else:
+        best = max(grid, key=lambda r: r["fidelity"] or -1)
+        chosen = {"nonkey_affinity": "appearance", "appearance_temperature": best["appearance_temperature"],
+                  "appearance_prior": best["appearance_prior"], "use_rfu": best["use_rfu"], "two_sided": best["two_sided"],
+                  "promote_below": PROMOTE_BELOW}
     say("")
     say(f"chosen: {chosen}")
     say("")
     command = "python benchmarks/cross_scene.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    if args.write_manifest:  # before the end-to-end runs, which run `vidtag detect --method psla` as shipped
+    if args.write_manifest and not args.skip_choose:  # before the end-to-end runs, which run `vidtag detect --method psla` as shipped
         path = ROOT / "weights" / "psla-nanodet-g.json"
         manifest = json.loads(path.read_text())
         manifest["inference"] = {"config": chosen, "chosen_by": command, "commit": commit, "date": time.strftime("%Y-%m-%d"),
@@ -334,6 +345,9 @@ def main() -> None:
     settings += [("psla (trained modules), k=10", {"method": "psla", **TRAINED, "key_interval": 10})]
     settings += [(f"psla, k={k}", {"method": "psla", **chosen, "key_interval": k}) for k in (10, 5, 3)]
     settings += [("psla, k=10, no promotion", {"method": "psla", **chosen, "promote_below": 0.0, "key_interval": 10})]
+    for item in args.trained:
+        label, _, manifest = item.partition("=")
+        settings.append((f"psla ({label}), k=10", {"method": "psla", "psla_weights": manifest, "key_interval": 10}))
     results = []
     for label, spec in settings:
         det = build(spec)
@@ -360,8 +374,8 @@ def main() -> None:
         names = scopes[scope]
         say(f"## {scope}: {', '.join(names)}")
         say("")
-        note = {"confirm-synthetic": "no method saw these scenes", "real": "the trained modules saw the first halves of these clips (in-scene for that row); nothing else did",
-                "choose": "psla's settings were chosen here: not a cross-scene figure"}[scope]
+        note = {"confirm-synthetic": "no method saw these scenes", "real": "trained modules saw the first halves of these clips (in-scene for their rows); nothing else did",
+                "choose": "psla's settings were chosen here (and modules trained on these stills saw them): not a cross-scene figure"}[scope]
         say(f"({note})")
         say("")
         say("| setting | fidelity (clean) | AP50 degraded frames | AP50 whole degraded clip | model speed vs frame | frames promoted |")
