@@ -222,18 +222,26 @@ def test_ring_keeps_only_its_capacity(nanodet):
 
 def _whole_video_reference(model, frames, imgsz, shots=None):
     """Every frame's features at once, then each frame aggregated over window_indices
-    (within its shot: ``shots`` lists (first, end) frame ranges): no ring, no streaming."""
+    (within its shot: ``shots`` lists (first, end) frame ranges), each neighbour whose
+    thumbnail NCC with the frame is below ``lookalike_threshold`` replaced by the frame
+    (plain loops): no ring, no streaming."""
     from vidtag.models.nanodet import postprocess
     from vidtag.models.preprocess import letterbox
+    from vidtag.shots import frame_thumbnails
 
     x, box = letterbox(torch.from_numpy(frames), imgsz)
+    thumbs = frame_thumbnails(x, box, imgsz)
     shots = shots or [(0, len(frames))]
     with torch.no_grad():
         ff = model.frame_features(x)
         dets = []
         for t in range(len(frames)):
             first, end = next((a, b) for a, b in shots if a <= t < b)
-            agg = model.aggregate(ff.select([t]), ff.select(window_indices(t, end, model.config.radius, first)))
+            neighbours = window_indices(t, end, model.config.radius, first)
+            threshold = model.config.lookalike_threshold
+            if threshold > 0:
+                neighbours = [j if float(torch.dot(thumbs[j], thumbs[t])) >= threshold else t for j in neighbours]
+            agg = model.aggregate(ff.select([t]), ff.select(neighbours))
             dets += postprocess(model.predict(agg.features), box, conf_threshold=0.05, iou_threshold=0.6, max_det=100)
     return dets
 
@@ -252,6 +260,64 @@ def test_video_detector_equals_the_whole_video_reference(nanodet, window, chunk)
         np.testing.assert_allclose(d.boxes, r.boxes, atol=1e-3)
         np.testing.assert_allclose(d.scores, r.scores, atol=1e-5)
     assert detector.ring.storage.levels[0].shape[0] == window + 1  # bounded by the window, not the 11 frames
+
+
+def _transition(kind: str) -> np.ndarray:
+    """14 frames of two panning scenes joined without a hard cut: ``dissolve`` (frames
+    5-8 blend A into B), ``fade`` (A fades to black over frames 5-6, B fades in over
+    7-8), ``flash`` (one scene, frame 7 nearly white)."""
+    a, b = _frames(14, seed=4), _frames(14, seed=5)
+    if kind == "flash":
+        out = a.copy()
+        out[7] = np.clip(out[7].astype(int) + 240, 0, 255)
+        return out
+    weights = {"dissolve": [1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2, 0, 0, 0, 0, 0],
+               "fade": [1, 1, 1, 1, 1, 0.5, 0.05, -0.05, -0.5, -1, -1, -1, -1, -1]}[kind]
+    frames = []
+    for i, w in enumerate(weights):
+        if kind == "dissolve":
+            frames.append(w * a[i] + (1 - w) * b[i])
+        else:  # fade: positive weights show A at that brightness, negative ones B
+            frames.append(w * a[i] if w >= 0 else -w * b[i])
+    return np.stack(frames).round().astype(np.uint8)
+
+
+def test_a_fade_through_black_splits_the_shots(nanodet):
+    """Near-black frames correlate with nothing: the cut test splits a fade between the scenes."""
+    model = build_iff(nanodet, IFFConfig(window=6))
+    detector = IFFVideoDetector(model, ("x",) * 80, DetectOptions(conf=0.05, imgsz=96))
+    list(detector.run(_chunks(_transition("fade"), 4)))
+    assert detector.shots.starts and all(6 <= s <= 8 for s in detector.shots.starts)
+
+
+@pytest.mark.parametrize("kind", ["dissolve", "flash"])
+def test_windows_do_not_mix_frames_across_gradual_transitions(nanodet, kind):
+    """No cut is found in a dissolve or a fade, yet no window mixes the two scenes (nor a
+    flash with its neighbours): the neighbours that do not look like the frame are replaced
+    by it.  Checked against the whole-video reference, which applies the same rule in plain loops."""
+    from vidtag.models.preprocess import letterbox
+    from vidtag.shots import frame_thumbnails
+
+    model = _randomise(build_iff(nanodet, IFFConfig(window=6)), seed=4)
+    frames = _transition(kind)
+    detector = IFFVideoDetector(model, ("x",) * 80, DetectOptions(conf=0.05, imgsz=96))
+    dets = list(detector.run(_chunks(frames, 4)))
+    thumbs = frame_thumbnails(*letterbox(torch.from_numpy(frames), 96), 96)
+    if kind == "flash":
+        assert max(abs(float(thumbs[j] @ thumbs[7])) for j in (5, 6, 8, 9)) < 0.2
+    else:
+        assert float(thumbs[1] @ thumbs[12]) < 0.2  # the two scenes do not look alike
+        assert detector.shots.starts == []  # but the cut test sees no cut
+    assert detector.replaced > 0
+    bounds = [0, *detector.shots.starts, len(frames)]  # a flash may also be taken for cuts
+    shots = list(zip(bounds, bounds[1:]))
+    ref = _whole_video_reference(model, frames, 96, shots=shots)
+    for d, r in zip(dets, ref, strict=True):
+        np.testing.assert_allclose(d.boxes, r.boxes, atol=1e-3)
+        np.testing.assert_allclose(d.scores, r.scores, atol=1e-5)
+    model.set_lookalike_threshold(0.0)
+    mixed = _whole_video_reference(model, frames, 96, shots=shots)
+    assert any(len(m) != len(d) or not np.allclose(m.scores, d.scores, atol=1e-4) for m, d in zip(mixed, dets))
 
 
 @pytest.mark.parametrize("chunk", [3, 4, 11])

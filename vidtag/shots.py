@@ -37,6 +37,15 @@ def thumbnails(frames: Tensor) -> Tensor:
     return grey / grey.norm(dim=1, keepdim=True).clamp(min=1e-6)
 
 
+def frame_thumbnails(x: Tensor, box, imgsz: int) -> Tensor:
+    """:func:`thumbnails` of letterboxed frames (Tensor[B, 3, H, W] from ``preprocess.letterbox``
+    at ``imgsz`` with ``box``), the padding cropped off: Tensor[B, 576]."""
+    from vidtag.models.preprocess import plan_letterbox
+
+    _, (width, height) = plan_letterbox(box.source, imgsz)
+    return thumbnails(x[:, :, box.pad_y : box.pad_y + height, box.pad_x : box.pad_x + width])
+
+
 def cuts(thumbs: Tensor, previous: Tensor | None = None, threshold: float = CUT_THRESHOLD) -> list[int]:
     """Where new shots start.
 
@@ -79,17 +88,16 @@ class ShotBoundaries:
         self.starts: list[int] = []
         self._frames = 0  # frames seen so far
         self._last: Tensor | None = None  # thumbnail of the last frame seen
+        self.last_thumbs: Tensor | None = None  # Tensor[B, 576]: thumbnails of the last push (None when off)
 
     def push(self, x: Tensor, box) -> list[int]:
         """x (Tensor[B, 3, H, W]) the next B frames as from ``preprocess.letterbox``
         with ``box`` -> the indices into x (0..B-1) that start a new shot."""
-        from vidtag.models.preprocess import plan_letterbox
-
         first, self._frames = self._frames, self._frames + len(x)
         if self.threshold == 0:
             return []
-        _, (width, height) = plan_letterbox(box.source, self.imgsz)
-        thumbs = thumbnails(x[:, :, box.pad_y : box.pad_y + height, box.pad_x : box.pad_x + width])
+        thumbs = frame_thumbnails(x, box, self.imgsz)
+        self.last_thumbs = thumbs
         found = cuts(thumbs, self._last, self.threshold)
         self._last = thumbs[-1]
         self.starts.extend(first + i for i in found)

@@ -285,7 +285,7 @@ def load_module_manifest(path: str | Path | None, default_name: str, base_manife
     return manifest, file
 
 
-INFERENCE_IFF_OPTIONS = ("window", "module", "cut_threshold")
+INFERENCE_IFF_OPTIONS = ("window", "module", "cut_threshold", "lookalike_threshold")
 
 
 def _build_iff(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict, iff_weights=None):
@@ -311,6 +311,8 @@ def _build_iff(nanodet, base_manifest, options: DetectOptions, device: torch.dev
             raise ValueError(f"--window: {err}") from None
     if "cut_threshold" in overrides:
         model.set_cut_threshold(float(overrides["cut_threshold"]))
+    if "lookalike_threshold" in overrides:
+        model.set_lookalike_threshold(float(overrides["lookalike_threshold"]))
     detector = IFFVideoDetector(model.to(device).eval(), tuple(base_manifest.classes), options, device)
     detector.modules_file = file
     return detector

@@ -61,7 +61,7 @@ from torch import Tensor, nn
 from vidtag.models import modules_file
 from vidtag.models.nanodet import NanoDet, NanoDetOutput
 from vidtag.ops.flow import correlation, warp
-from vidtag.shots import CUT_THRESHOLD, ShotBoundaries
+from vidtag.shots import CUT_THRESHOLD, ShotBoundaries, frame_thumbnails
 from vidtag.types import Detections, FrameChunk
 
 MODULES = ("basic", "advanced")
@@ -82,6 +82,7 @@ class IFFConfig:
     trl_weight: float = 0.65  # lambda of the transformation residual loss (training only); 0 = no TRL
     learn_temperature: bool = False  # FGFA: softmax of the cosine as it is; True: of cosine * a learned scale (module doc)
     cut_threshold: float = CUT_THRESHOLD  # vidtag.shots: the window stops at hard cuts (shot ends repeated); 0 = off (not in the paper)
+    lookalike_threshold: float = 0.2  # a neighbour whose thumbnail NCC with the frame is below this is replaced by the frame (dissolves, flashes); 0 = off
 
     @classmethod
     def from_saved(cls, saved: dict, **overrides) -> "IFFConfig":
@@ -102,6 +103,8 @@ class IFFConfig:
             raise ValueError(f"trl_weight must be >= 0, got {self.trl_weight}")
         if not 0 <= self.cut_threshold <= 1:
             raise ValueError(f"cut_threshold must be in [0, 1] (0 = off), got {self.cut_threshold}")
+        if not 0 <= self.lookalike_threshold <= 1:
+            raise ValueError(f"lookalike_threshold must be in [0, 1] (0 = off), got {self.lookalike_threshold}")
 
     @property
     def radius(self) -> int:
@@ -297,6 +300,10 @@ class IFFDetector(nn.Module):
         """Stop windows at hard cuts found with ``threshold`` (0: never); see ``vidtag.shots``."""
         self.config = IFFConfig.from_saved(asdict(self.config), cut_threshold=threshold)
 
+    def set_lookalike_threshold(self, threshold: float) -> None:
+        """Replace window neighbours that do not look like the frame (thumbnail NCC below ``threshold``; 0: never)."""
+        self.config = IFFConfig.from_saved(asdict(self.config), lookalike_threshold=threshold)
+
     def neck_features(self, x: Tensor) -> list[Tensor]:
         """``N_m``: x (Tensor[B, 3, H, W]) -> neck output per level, Tensor[B, 128, H/s, W/s]."""
         if x.shape[-1] % 32 or x.shape[-2] % 32:
@@ -409,6 +416,17 @@ def build_iff(detector: NanoDet, config: IFFConfig | None = None) -> IFFDetector
 # ---------------------------------------------------------------------------
 
 
+def lookalike_window(t: int, neighbours: list[int], thumbs: dict[int, Tensor], threshold: float) -> list[int]:
+    """``neighbours`` of frame t with each one whose thumbnail NCC with t's is below
+    ``threshold`` replaced by t itself (``thumbs``: index -> :func:`vidtag.shots.thumbnails`
+    row).  A window then never mixes frames that do not look alike: the two
+    sides of a dissolve or a fade, a flash, a frame gone black."""
+    if threshold <= 0:
+        return neighbours
+    mine = thumbs[t]
+    return [j if j == t or float(thumbs[j] @ mine) >= threshold else t for j in neighbours]
+
+
 def window_indices(t: int, num_frames: int, radius: int, first: int = 0) -> list[int]:
     """The neighbours of frame t: ``t-radius .. t+radius`` without t, clamped to
     ``[first, num_frames - 1]`` (the first / last frame repeated at the ends;
@@ -467,7 +485,11 @@ class IFFVideoDetector:
     from the ring alone: memory is bounded by the window and the chunk, not the
     video's length.  The window stays within t's shot: at a hard cut
     (``vidtag.shots``, ``config.cut_threshold``) the shot's first / last frame
-    is repeated, as at the ends of the video.
+    is repeated, as at the ends of the video.  Within the shot, a neighbour
+    that does not look like frame t (``config.lookalike_threshold``:
+    :func:`lookalike_window`) is replaced by t itself, so gradual transitions
+    and flashes, which no cut test sees, do not mix either; ``replaced`` counts
+    the neighbours replaced in the last video.
 
     Args:
         model (IFFDetector): in eval mode on ``device``.
@@ -485,6 +507,8 @@ class IFFVideoDetector:
         self.device = torch.device(device)
         self.ring: FeatureRing | None = None  # the current video's features; set by run()
         self.shots: ShotBoundaries | None = None  # the current video's hard cuts; set by run()
+        self.thumbs: dict[int, Tensor] = {}  # thumbnails of the frames windows can still reach, by index
+        self.replaced = 0  # window neighbours replaced by the frame itself in the last video (lookalike_window)
 
     @property
     def shot_starts(self) -> list[int]:
@@ -499,6 +523,8 @@ class IFFVideoDetector:
         radius = self.model.config.radius
         self.ring = ring = FeatureRing(2 * radius + 1)
         self.shots = ShotBoundaries(self.model.config.cut_threshold, self.options.imgsz)
+        self.thumbs = {}
+        self.replaced = 0
         box, shape, emitted = None, None, 0
         for chunk in chunks:
             frames = torch.as_tensor(chunk.frames).to(self.device, non_blocking=True)
@@ -508,6 +534,12 @@ class IFFVideoDetector:
                 raise ValueError(f"frame size changed within a video: {shape} -> {tuple(frames.shape[1:])}")
             x, box = letterbox(frames, self.options.imgsz)
             self.shots.push(x, box)
+            if self.model.config.lookalike_threshold > 0:
+                start = ring.next_index
+                for k, thumb in enumerate(frame_thumbnails(x, box, self.options.imgsz)):
+                    self.thumbs[start + k] = thumb
+                for old in [i for i in self.thumbs if i < start - 2 * radius]:
+                    del self.thumbs[old]  # frames this chunk's windows can no longer reach
             batch = self.model.frame_features(x)
             for row in range(len(batch)):
                 newest = ring.push(batch, row)  # copied into the ring's storage
@@ -524,5 +556,9 @@ class IFFVideoDetector:
         radius = self.model.config.radius
         first, end = self.shots.shot_of(t, self.ring.next_index if num_frames is None else num_frames)
         neighbours = window_indices(t, end, radius, first)
+        if self.model.config.lookalike_threshold > 0:
+            kept = lookalike_window(t, neighbours, self.thumbs, self.model.config.lookalike_threshold)
+            self.replaced += sum(a != b for a, b in zip(neighbours, kept))
+            neighbours = kept
         agg = self.model.aggregate(self.ring.gather([t]), self.ring.gather(neighbours))
         return self.options.postprocess(self.model.predict(agg.features), box)[0]
