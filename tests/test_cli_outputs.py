@@ -7,18 +7,11 @@ import json
 import shutil
 
 import pytest
-from click.testing import CliRunner
 
 from tests.clips import make_clip
-from vidtag.cli import main
+from tests.cli import invoke
 
 FAST = ["--imgsz", "128", "-q"]
-
-
-def invoke(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert "Traceback" not in result.output + (result.stderr or ""), result.output + result.stderr
-    return result
 
 
 def manifest(out):

@@ -9,18 +9,11 @@ import av
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
+from tests.cli import invoke
 from tests.clips import make_clip
-from vidtag.cli import main
 
 FAST = ["--imgsz", "128"]
-
-
-def invoke(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert "Traceback" not in result.output + (result.stderr or ""), result.output + result.stderr
-    return result
 
 
 @pytest.fixture(scope="module")
