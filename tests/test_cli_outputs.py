@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from tests.clips import make_clip
 from tests.cli import invoke
+from tests.clips import make_clip
 
 FAST = ["--imgsz", "128", "-q"]
 
