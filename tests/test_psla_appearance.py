@@ -71,10 +71,11 @@ def test_patch_cosines_match_a_per_cell_reference():
                     assert abs(float(want) - float(got[b, k, y, x])) < 1e-5
 
 
-def test_static_clip_gives_the_per_frame_result(nanodet):
+@pytest.mark.parametrize("two_sided", [True, False])
+def test_static_clip_gives_the_per_frame_result(nanodet, two_sided):
     """Where nothing moves, the carried-over feature is the frame's own: psla == frame."""
     frames = torch.from_numpy(photo(3)).repeat(12, 1, 1, 1)
-    det = detector(nanodet, key_interval=5)
+    det = detector(nanodet, key_interval=5, two_sided=two_sided)
     got = list(det.run(chunks(frames, 4)))
     want = FrameDetector(nanodet, classes(nanodet), det.options, torch.device("cpu")).detect_frames(frames[:1])[0]
     assert len(want) > 0
@@ -134,11 +135,12 @@ def test_two_sided_frames_do_not_cross_a_cut(nanodet):
     assert_same(got, reference_outputs(det, frames, [4, 9, 13], [8]))
 
 
-def test_a_scene_change_inside_a_segment_promotes_frames(nanodet):
+@pytest.mark.parametrize("two_sided", [True, False])
+def test_a_scene_change_inside_a_segment_promotes_frames(nanodet, two_sided):
     """Cut detection off: frames 7-9 show another scene than the segment's key frame (5)
     and must run as key frames, giving exactly the per-frame result."""
     frames = torch.cat((panning(7, seed=4), panning(3, seed=9)))
-    det = detector(nanodet, key_interval=10, cut_threshold=0.0, promote_below=0.8)
+    det = detector(nanodet, key_interval=10, cut_threshold=0.0, promote_below=0.8, two_sided=two_sided)
     got = list(det.run(chunks(frames, 4)))
     assert det.promoted_frames == [7, 8, 9]
     frame_det = FrameDetector(nanodet, classes(nanodet), det.options, torch.device("cpu"))
@@ -146,6 +148,6 @@ def test_a_scene_change_inside_a_segment_promotes_frames(nanodet):
     for a, b in zip(got[7:], want):
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)
-    same_scene = detector(nanodet, key_interval=10, cut_threshold=0.0, promote_below=0.8)
+    same_scene = detector(nanodet, key_interval=10, cut_threshold=0.0, promote_below=0.8, two_sided=two_sided)
     list(same_scene.run(chunks(panning(10, seed=4), 4)))
     assert same_scene.promoted_frames == []
