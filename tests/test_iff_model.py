@@ -480,3 +480,23 @@ def test_shipped_modules_load_and_run(tmp_path):
         assert len(result.detections) == 9
     with pytest.raises(ValueError, match="even"):
         Runner(Settings(method="iff", window=3, imgsz=96, device="cpu"))
+
+
+def test_self_prior_raises_the_current_frames_weight_by_exactly_its_logit(nanodet):
+    """weight' of the frame = w e^p / (w e^p + 1 - w) at every position; the output moves towards its own features."""
+    from vidtag.models.preprocess import letterbox
+
+    model = _randomise(build_iff(nanodet, IFFConfig(window=4, learn_temperature=True)), seed=6)
+    x, _ = letterbox(torch.from_numpy(_frames(5)), 96)
+    with torch.no_grad():
+        ff = model.frame_features(x)
+        plain = model.aggregate(ff.select([2]), ff.select([0, 1, 3, 4]))
+        model.set_self_prior(2.0)
+        shifted = model.aggregate(ff.select([2]), ff.select([0, 1, 3, 4]))
+    for w, v in zip(plain.weights, shifted.weights):
+        expected = w[0] * np.exp(2.0) / (w[0] * np.exp(2.0) + 1 - w[0])
+        torch.testing.assert_close(v[0], expected, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(v.sum(dim=0), torch.ones_like(v[0]), rtol=1e-5, atol=1e-5)
+    own = ff.select([2]).features
+    for a, b, mine in zip(plain.features, shifted.features, own):
+        assert (b - mine).abs().mean() < (a - mine).abs().mean()

@@ -285,7 +285,7 @@ def load_module_manifest(path: str | Path | None, default_name: str, base_manife
     return manifest, file
 
 
-INFERENCE_IFF_OPTIONS = ("window", "module", "cut_threshold", "lookalike_threshold")
+INFERENCE_IFF_OPTIONS = ("window", "module", "cut_threshold", "lookalike_threshold", "self_prior")
 
 
 def _build_iff(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict, iff_weights=None):
@@ -299,6 +299,8 @@ def _build_iff(nanodet, base_manifest, options: DetectOptions, device: torch.dev
     if module not in MODULES:
         raise ValueError(f"unknown IFF module {module!r}: choose from {', '.join(MODULES)}")
     iff_manifest, file = load_module_manifest(iff_weights, IFF_WEIGHTS[module], base_manifest, "IFF")
+    # the manifest's own inference settings (chosen after training, see its "inference" record), then the caller's
+    overrides = {**iff_manifest.get("inference", {}).get("config", {}), **overrides}
     saved = IFFConfig.from_saved(iff_manifest["iff_config"])
     if iff_weights is not None and "module" in overrides and saved.module != module:
         raise ValueError(f"{file}: holds a {saved.module} IFF module, not {module}")
@@ -313,6 +315,8 @@ def _build_iff(nanodet, base_manifest, options: DetectOptions, device: torch.dev
         model.set_cut_threshold(float(overrides["cut_threshold"]))
     if "lookalike_threshold" in overrides:
         model.set_lookalike_threshold(float(overrides["lookalike_threshold"]))
+    if "self_prior" in overrides:
+        model.set_self_prior(float(overrides["self_prior"]))
     detector = IFFVideoDetector(model.to(device).eval(), tuple(base_manifest.classes), options, device)
     detector.modules_file = file
     return detector

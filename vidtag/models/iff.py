@@ -31,6 +31,10 @@ The paper's parts, mapped onto NanoDet (see ``shared/papers/NOTES.md``):
   1/21 of the weight when 20 aligned neighbours look alike; the shipped
   modules learn it, together with the window-matched training softmax
   (``aggregate(counts=)``, :mod:`vidtag.train.iff`).
+* Self prior (``self_prior``, not in FGFA, inference only): a logit added to
+  the current frame's weight before the softmax, so a frame keeps more of its
+  own features and its neighbours weigh in less; the shipped manifest's
+  ``inference`` block sets the value ``benchmarks/cross_scene.py`` chose.
 * Window (``window`` neighbours, default 20 = +-10): frames before the first
   and after the last are the first and last frame repeated, and each repeat
   counts in the softmax.  ``window = 0`` is the per-frame detector exactly.
@@ -82,6 +86,7 @@ class IFFConfig:
     trl_weight: float = 0.65  # lambda of the transformation residual loss (training only); 0 = no TRL
     learn_temperature: bool = False  # FGFA: softmax of the cosine as it is; True: of cosine * a learned scale (module doc)
     cut_threshold: float = CUT_THRESHOLD  # vidtag.shots: the window stops at hard cuts (shot ends repeated); 0 = off (not in the paper)
+    self_prior: float = 0.0  # logit added to the current frame's aggregation weight at inference: trust a frame's own features more (module doc); 0 = as trained
     lookalike_threshold: float = 0.2  # a neighbour whose thumbnail NCC with the frame is below this is replaced by the frame (dissolves, flashes); 0 = off
 
     @classmethod
@@ -300,6 +305,10 @@ class IFFDetector(nn.Module):
         """Stop windows at hard cuts found with ``threshold`` (0: never); see ``vidtag.shots``."""
         self.config = IFFConfig.from_saved(asdict(self.config), cut_threshold=threshold)
 
+    def set_self_prior(self, prior: float) -> None:
+        """Add ``prior`` to the current frame's aggregation logit (0: as trained)."""
+        self.config = IFFConfig.from_saved(asdict(self.config), self_prior=prior)
+
     def set_lookalike_threshold(self, threshold: float) -> None:
         """Replace window neighbours that do not look like the frame (thumbnail NCC below ``threshold``; 0: never)."""
         self.config = IFFConfig.from_saved(asdict(self.config), lookalike_threshold=threshold)
@@ -354,6 +363,8 @@ class IFFDetector(nn.Module):
             logits = torch.cat((self_sim, sims))
             if self.temperature is not None:
                 logits = self.temperature(logits)
+            if self.config.self_prior:
+                logits = torch.cat((logits[:1] + self.config.self_prior, logits[1:]))
             if counts is not None:
                 logits = torch.cat((logits[:1], logits[1:] + counts.log().view(-1, 1, 1)))
             w = logits.softmax(dim=0).unsqueeze(1)  # [N + 1, 1, h, w]
