@@ -232,6 +232,17 @@ def e2e(settings: list[tuple[str, list[str]]], repeats: int, say) -> list[dict]:
 # --------------------------------------------------------------------------- main
 
 
+def record_inference(manifest_name: str, config: dict, command: str, commit: str, **facts) -> Path:
+    """Write ``config`` as the ``inference`` block of ``weights/<manifest_name>`` (what
+    ``vidtag detect`` runs those modules with), with how and where it was chosen."""
+    path = ROOT / "weights" / manifest_name
+    manifest = json.loads(path.read_text())
+    manifest["inference"] = {"config": config, "chosen_by": command, "commit": commit, "date": time.strftime("%Y-%m-%d"),
+                             "chosen_on": [f"synthetic clip over {n}" for n in CHOOSE_STILLS], **facts}
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
 def plot(record: dict, path: Path) -> None:
     """Fidelity and AP50 on degraded frames against model speed, one panel per cross-scene scope:
     the stride baseline as a curve (K = 1, 2, 3, 5, 10), psla's key intervals as another."""
@@ -340,43 +351,37 @@ def main() -> None:
     command = "python benchmarks/cross_scene.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     if args.write_manifest and not args.skip_choose:  # before the end-to-end runs, which run `vidtag detect --method psla` as shipped
-        path = ROOT / "weights" / "psla-nanodet-g.json"
-        manifest = json.loads(path.read_text())
-        manifest["inference"] = {"config": chosen, "chosen_by": command, "commit": commit, "date": time.strftime("%Y-%m-%d"),
-                                 "chosen_on": [f"synthetic clip over {n}" for n in CHOOSE_STILLS],
-                                 "fidelity_on_choose": best["fidelity"]}
-        path.write_text(json.dumps(manifest, indent=2) + "\n")
+        path = record_inference("psla-nanodet-g.json", chosen, command, commit, fidelity_on_choose=best["fidelity"])
         say(f"wrote the chosen settings into {path.relative_to(ROOT)}")
         say("")
 
     # 1b. IFF-Net's self prior, chosen on the choose scenes too (AP50 on their whole degraded clips)
-    say("## Choosing iff's self prior (choose scenes only, AP50 on the whole degraded clips)")
-    say("")
-    say("| self prior | fidelity | AP50 degraded frames | AP50 whole degraded clip |")
-    say("|---:|---:|---:|---:|")
     iff_grid = []
-    for prior in IFF_PRIORS:
-        det = build({"method": "iff", "self_prior": prior})
-        clean = {n: run(det, scorer.scenes[n], False)[0] for n in choose}
-        degraded = {n: run(det, scorer.scenes[n], True)[0] for n in choose}
-        row = {"self_prior": prior, "fidelity": scorer.score(choose, clean),
-               "degraded_frames": scorer.score(choose, degraded, "degraded"), "degraded_clip": scorer.score(choose, degraded)}
-        iff_grid.append(row)
-        say(f"| {prior:g} | {pct(row['fidelity'])} | {pct(row['degraded_frames'])} | {pct(row['degraded_clip'])} |")
-    iff_best = max(iff_grid, key=lambda r: (r["degraded_clip"] or -1, -r["self_prior"]))
-    iff_chosen = {"self_prior": iff_best["self_prior"]}
-    say("")
-    say(f"chosen: {iff_chosen}")
-    say("")
-    if args.write_manifest:
-        path = ROOT / "weights" / "iff-nanodet-g.json"
-        manifest = json.loads(path.read_text())
-        manifest["inference"] = {"config": iff_chosen, "chosen_by": command, "commit": commit, "date": time.strftime("%Y-%m-%d"),
-                                 "chosen_on": [f"synthetic clip over {n}" for n in CHOOSE_STILLS],
-                                 "rule": "highest AP50 on the whole degraded clips of the choose scenes (ties: the smaller prior)"}
-        path.write_text(json.dumps(manifest, indent=2) + "\n")
-        say(f"wrote the chosen self prior into {path.relative_to(ROOT)}")
+    if args.skip_choose:
+        iff_chosen = json.loads((ROOT / "weights" / "iff-nanodet-g.json").read_text())["inference"]["config"]
+    else:
+        say("## Choosing iff's self prior (choose scenes only, AP50 on the whole degraded clips)")
         say("")
+        say("| self prior | fidelity | AP50 degraded frames | AP50 whole degraded clip |")
+        say("|---:|---:|---:|---:|")
+        for prior in IFF_PRIORS:
+            det = build({"method": "iff", "self_prior": prior})
+            clean = {n: run(det, scorer.scenes[n], False)[0] for n in choose}
+            degraded = {n: run(det, scorer.scenes[n], True)[0] for n in choose}
+            row = {"self_prior": prior, "fidelity": scorer.score(choose, clean),
+                   "degraded_frames": scorer.score(choose, degraded, "degraded"), "degraded_clip": scorer.score(choose, degraded)}
+            iff_grid.append(row)
+            say(f"| {prior:g} | {pct(row['fidelity'])} | {pct(row['degraded_frames'])} | {pct(row['degraded_clip'])} |")
+        iff_best = max(iff_grid, key=lambda r: (r["degraded_clip"] or -1, -r["self_prior"]))
+        iff_chosen = {"self_prior": iff_best["self_prior"]}
+        say("")
+        say(f"chosen: {iff_chosen}")
+        say("")
+        if args.write_manifest:
+            path = record_inference("iff-nanodet-g.json", iff_chosen, command, commit,
+                                    rule="highest AP50 on the whole degraded clips of the choose scenes (ties: the smaller prior)")
+            say(f"wrote the chosen self prior into {path.relative_to(ROOT)}")
+            say("")
 
     # 2. every setting on every scene, clean and degraded
     settings = [("frame", {"method": "frame"})]

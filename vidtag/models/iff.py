@@ -431,7 +431,7 @@ def lookalike_window(t: int, neighbours: list[int], thumbs: dict[int, Tensor], t
     """``neighbours`` of frame t with each one whose thumbnail NCC with t's is below
     ``threshold`` replaced by t itself (``thumbs``: index -> :func:`vidtag.shots.thumbnails`
     row).  A window then never mixes frames that do not look alike: the two
-    sides of a dissolve or a fade, a flash, a frame gone black."""
+    sides of a dissolve, a flash (a fade through black is a cut already)."""
     if threshold <= 0:
         return neighbours
     mine = thumbs[t]
@@ -547,7 +547,9 @@ class IFFVideoDetector:
             self.shots.push(x, box)
             if self.model.config.lookalike_threshold > 0:
                 start = ring.next_index
-                for k, thumb in enumerate(frame_thumbnails(x, box, self.options.imgsz)):
+                # the cut test already made this chunk's thumbnails when it is on
+                thumbs = self.shots.last_thumbs if self.model.config.cut_threshold > 0 else frame_thumbnails(x, box, self.options.imgsz)
+                for k, thumb in enumerate(thumbs):
                     self.thumbs[start + k] = thumb
                 for old in [i for i in self.thumbs if i < start - 2 * radius]:
                     del self.thumbs[old]  # frames this chunk's windows can no longer reach

@@ -703,8 +703,7 @@ def patch_cosines(query: Tensor, key: Tensor, max_displacement: int) -> Tensor:
     query_sq = F.avg_pool2d(query.square().sum(dim=1, keepdim=True), 3, 1, 1, count_include_pad=True) * 9
     key_sq = F.avg_pool2d(key.square().sum(dim=1, keepdim=True), 3, 1, 1, count_include_pad=True) * 9
     # the key's patch energy at p + o_k, for every k: the same shifted-slice pattern with a constant query
-    key_sq_shifted = psla_affinities(torch.ones_like(query_sq[:1]), key_sq, max_displacement) if key_sq.shape[0] == 1 \
-        else psla_affinities(torch.ones_like(query_sq), key_sq, max_displacement)
+    key_sq_shifted = psla_affinities(torch.ones_like(query_sq[: len(key_sq)]), key_sq, max_displacement)
     cosines = numerator / (query_sq * key_sq_shifted.masked_fill(torch.isinf(key_sq_shifted), 0.0)).sqrt().clamp(min=1e-6)
     return cosines.masked_fill(outside, float("-inf"))
 
@@ -762,8 +761,7 @@ def segment_key_frames(num_frames: int, key_interval: int) -> list[tuple[int, in
 class _Tail:
     """Non-key frames after the last key frame, waiting for the next one (two-sided propagation)."""
 
-    low: Tensor  # Fl of the frames, Tensor[m, Cl, h, w]
-    memory: PSLAMemory  # the key frame before them
+    low: Tensor  # Fl of the frames, Tensor[m, Cl, h, w]; their key frame's memory is the video's current one
     box: object  # their letterbox map
 
 
@@ -903,7 +901,7 @@ class PSLAVideoDetector:
             results.extend(self._nonkey(low[:key], memories, box, list(range(start, start + key))))
         results.extend(self.options.postprocess(key_output, box))
         if key + 1 < n:
-            state.tail = _Tail(low[key + 1 :], state.memory, box)
+            state.tail = _Tail(low[key + 1 :], box)
         state.emitted = start + key + 1
         return results
 
@@ -922,4 +920,4 @@ class PSLAVideoDetector:
         tail, state.tail = state.tail, None
         first = state.emitted
         state.emitted = first + len(tail.low)
-        return self._nonkey(tail.low, [tail.memory], tail.box, list(range(first, state.emitted)))
+        return self._nonkey(tail.low, [state.memory], tail.box, list(range(first, state.emitted)))
