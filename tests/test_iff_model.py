@@ -220,11 +220,14 @@ def test_ring_keeps_only_its_capacity(nanodet):
         ring.gather([6])
 
 
-def _whole_video_reference(model, frames, imgsz, shots=None):
+def _whole_video_reference(model, frames, imgsz, shots=None, gate_score=0.3):
     """Every frame's features at once, then each frame aggregated over window_indices
     (within its shot: ``shots`` lists (first, end) frame ranges), each neighbour whose
     thumbnail NCC with the frame is below ``lookalike_threshold`` replaced by the frame
-    (plain loops): no ring, no streaming."""
+    (plain loops): no ring, no streaming.  With ``clean_gate``, a frame whose mass (the
+    sum of its cells' best class scores >= ``gate_score``) is at least the gate times
+    the median over the frame and its neighbours keeps its own detections, and so does
+    one whose aggregated output has less mass than its own."""
     from vidtag.models.nanodet import postprocess
     from vidtag.models.preprocess import letterbox
     from vidtag.shots import frame_thumbnails
@@ -241,8 +244,17 @@ def _whole_video_reference(model, frames, imgsz, shots=None):
             threshold = model.config.lookalike_threshold
             if threshold > 0:
                 neighbours = [j if float(torch.dot(thumbs[j], thumbs[t])) >= threshold else t for j in neighbours]
-            agg = model.aggregate(ff.select([t]), ff.select(neighbours))
-            dets += postprocess(model.predict(agg.features), box, conf_threshold=0.05, iou_threshold=0.6, max_det=100)
+            out = model.predict(model.aggregate(ff.select([t]), ff.select(neighbours)).features)
+            if model.config.clean_gate > 0:
+                def mass(output):
+                    return sum(float(v) for v in output.cls_scores[0].max(dim=-1).values if v >= gate_score)
+
+                own = model.predict(ff.select([t]).features)
+                window = sorted(mass(model.predict(ff.select([j]).features)) for j in [t] + neighbours)
+                median = (window[(len(window) - 1) // 2] + window[len(window) // 2]) / 2
+                if mass(own) >= model.config.clean_gate * median or mass(out) < mass(own):
+                    out = own
+            dets += postprocess(out, box, conf_threshold=0.05, iou_threshold=0.6, max_det=100)
     return dets
 
 
@@ -315,7 +327,7 @@ def test_windows_do_not_mix_frames_across_gradual_transitions(nanodet, kind):
     for d, r in zip(dets, ref, strict=True):
         np.testing.assert_allclose(d.boxes, r.boxes, atol=1e-3)
         np.testing.assert_allclose(d.scores, r.scores, atol=1e-5)
-    model.set_lookalike_threshold(0.0)
+    model.configure(lookalike_threshold=0.0)
     mixed = _whole_video_reference(model, frames, 96, shots=shots)
     assert any(len(m) != len(d) or not np.allclose(m.scores, d.scores, atol=1e-4) for m, d in zip(mixed, dets))
 
@@ -335,7 +347,7 @@ def test_windows_stop_at_a_hard_cut(nanodet, chunk):
         np.testing.assert_allclose(d.scores, r.scores, atol=1e-5)
     across = _whole_video_reference(model, frames, 96)  # what the cut changes: frames 4-7 see the other scene
     assert any(len(a) != len(d) or not np.allclose(a.scores, d.scores, atol=1e-4) for a, d in zip(across[4:8], dets[4:8]))
-    model.set_cut_threshold(0.0)
+    model.configure(cut_threshold=0.0)
     assert list(detector.run(_chunks(frames, chunk))) and detector.shots.starts == []
     assert window_indices(7, 11, 2, first=6) == [6, 6, 8, 9]
 
@@ -491,7 +503,7 @@ def test_self_prior_raises_the_current_frames_weight_by_exactly_its_logit(nanode
     with torch.no_grad():
         ff = model.frame_features(x)
         plain = model.aggregate(ff.select([2]), ff.select([0, 1, 3, 4]))
-        model.set_self_prior(2.0)
+        model.configure(self_prior=2.0)
         shifted = model.aggregate(ff.select([2]), ff.select([0, 1, 3, 4]))
     for w, v in zip(plain.weights, shifted.weights):
         expected = w[0] * np.exp(2.0) / (w[0] * np.exp(2.0) + 1 - w[0])
@@ -500,3 +512,65 @@ def test_self_prior_raises_the_current_frames_weight_by_exactly_its_logit(nanode
     own = ff.select([2]).features
     for a, b, mine in zip(plain.features, shifted.features, own):
         assert (b - mine).abs().mean() < (a - mine).abs().mean()
+
+
+def _gated_detector(nanodet, frames, window, gate_score):
+    """An IFF video detector whose clean gate sits at the median of the frames' mass
+    ratios (mass / the window's median, ends not repeated), so that both branches run."""
+    from vidtag.models.iff import confidence_mass
+    from vidtag.models.preprocess import letterbox
+
+    model = build_iff(nanodet, IFFConfig(window=window))
+    model.iff.flow.bias.data = torch.tensor([0.5, 0.25])  # a constant flow: warps that interpolate
+    x, _ = letterbox(torch.from_numpy(frames), 96)
+    with torch.no_grad():
+        masses = confidence_mass(model.predict(model.frame_features(x).features).cls_scores, gate_score)
+    radius = window // 2
+    ratios = [float(masses[t] / masses[max(0, t - radius) : t + radius + 1].median()) for t in range(len(frames))]
+    model.configure(clean_gate=float(np.median(ratios)))
+    detector = IFFVideoDetector(model, ("x",) * 80, DetectOptions(conf=0.05, imgsz=96))
+    detector.gate_score = gate_score
+    return detector
+
+
+@pytest.mark.parametrize("chunk", [3, 8])
+def test_clean_gate_equals_the_whole_video_reference(nanodet, chunk):
+    frames = _frames(13, seed=3)
+    frames[5:8] = (frames[5:8] * 0.3).astype(np.uint8)  # a dark stretch
+    detector = _gated_detector(nanodet, frames, 4, gate_score=0.01)
+    dets = list(detector.run(_chunks(frames, chunk)))
+    ref = _whole_video_reference(detector.model, frames, 96, gate_score=0.01)
+    assert 0 < len(detector.own_frames) < len(frames)  # both branches ran
+    for d, r in zip(dets, ref, strict=True):
+        np.testing.assert_allclose(d.boxes, r.boxes, atol=1e-3)
+        np.testing.assert_allclose(d.scores, r.scores, atol=1e-5)
+
+
+def test_clean_gate_gives_the_per_frame_detector_on_frames_it_keeps(nanodet):
+    from vidtag.models.build import FrameDetector
+
+    frames = _frames(9, seed=5)
+    detector = _gated_detector(nanodet, frames, 4, gate_score=0.01)
+    dets = list(detector.run(_chunks(frames, 4)))
+    plain = list(FrameDetector(nanodet, ("x",) * 80, detector.options, torch.device("cpu")).run(_chunks(frames, 4)))
+    assert detector.own_frames
+    for t in detector.own_frames:
+        np.testing.assert_array_equal(dets[t].boxes, plain[t].boxes)
+        np.testing.assert_array_equal(dets[t].scores, plain[t].scores)
+
+
+def test_clean_gate_keeps_every_frame_of_a_still_clip_and_not_a_frame_that_went_dark(nanodet):
+    """One repeated frame: every mass equals its window's largest, so every frame keeps
+    its own detections.  Frame 3 nearly black: the detector sees less there than in
+    its neighbours, so frame 3 alone is aggregated, and keeps the aggregated output,
+    which sees more than the dark frame."""
+    still = np.repeat(_frames(1, seed=7), 7, axis=0)
+    model = build_iff(nanodet, IFFConfig(window=4, clean_gate=0.9))
+    detector = IFFVideoDetector(model, ("x",) * 80, DetectOptions(conf=0.05, imgsz=96))
+    detector.gate_score = 0.01
+    list(detector.run(_chunks(still, 3)))
+    assert detector.own_frames == list(range(7))
+    still[3] = (still[3] * 0.05).astype(np.uint8)
+    list(detector.run(_chunks(still, 3)))
+    assert detector.own_frames == [0, 1, 2, 4, 5, 6]
+    assert detector.own_weight[3] < 1 and all(detector.own_weight[t] == 1 for t in detector.own_frames)

@@ -285,7 +285,7 @@ def load_module_manifest(path: str | Path | None, default_name: str, base_manife
     return manifest, file
 
 
-INFERENCE_IFF_OPTIONS = ("window", "module", "cut_threshold", "lookalike_threshold", "self_prior")
+INFERENCE_IFF_OPTIONS = ("window", "module", "cut_threshold", "lookalike_threshold", "self_prior", "clean_gate")
 
 
 def _build_iff(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict, iff_weights=None):
@@ -306,17 +306,7 @@ def _build_iff(nanodet, base_manifest, options: DetectOptions, device: torch.dev
         raise ValueError(f"{file}: holds a {saved.module} IFF module, not {module}")
     model = build_iff(nanodet, saved)
     model.load_modules(file)
-    if "window" in overrides:
-        try:
-            model.set_window(int(overrides["window"]))
-        except ValueError as err:
-            raise ValueError(f"--window: {err}") from None
-    if "cut_threshold" in overrides:
-        model.set_cut_threshold(float(overrides["cut_threshold"]))
-    if "lookalike_threshold" in overrides:
-        model.set_lookalike_threshold(float(overrides["lookalike_threshold"]))
-    if "self_prior" in overrides:
-        model.set_self_prior(float(overrides["self_prior"]))
+    model.configure(**{k: overrides[k] for k in model.INFERENCE_FIELDS if k in overrides})  # ValueError names the setting
     detector = IFFVideoDetector(model.to(device).eval(), tuple(base_manifest.classes), options, device)
     detector.modules_file = file
     return detector

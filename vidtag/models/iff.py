@@ -35,6 +35,19 @@ The paper's parts, mapped onto NanoDet (see ``shared/papers/NOTES.md``):
   the current frame's weight before the softmax, so a frame keeps more of its
   own features and its neighbours weigh in less; the shipped manifest's
   ``inference`` block sets the value ``benchmarks/cross_scene.py`` chose.
+* Clean-frame gate (``clean_gate``, not in FGFA, inference only): NanoDet's
+  head also runs on each frame's own features, and a frame's *confidence
+  mass* (:func:`confidence_mass`: the sum over head cells of the best class
+  score, where it is at least ``GATE_SCORE``) is compared with the largest
+  mass in its window.  A frame whose mass is at least ``clean_gate`` times
+  the window's median (the current frame and its neighbours, as the softmax
+  counts them) keeps its own detections, exactly the per-frame detector's,
+  and skips flow, warp and aggregation; the others (a blurred, dark, noisy
+  or occluded frame among sharper neighbours: its detector sees less than
+  they do) are aggregated, and keep the aggregated detections only where
+  those carry more mass than the frame's own (a window that did not help,
+  e.g. where the flow fails, changes nothing).  A clip where nothing
+  degrades is then the per-frame result at little more than per-frame cost.
 * Window (``window`` neighbours, default 20 = +-10): frames before the first
   and after the last are the first and last frame repeated, and each repeat
   counts in the softmax.  ``window = 0`` is the per-frame detector exactly.
@@ -58,6 +71,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -88,6 +102,7 @@ class IFFConfig:
     cut_threshold: float = CUT_THRESHOLD  # vidtag.shots: the window stops at hard cuts (shot ends repeated); 0 = off (not in the paper)
     self_prior: float = 0.0  # logit added to the current frame's aggregation weight at inference: trust a frame's own features more (module doc); 0 = as trained
     lookalike_threshold: float = 0.2  # a neighbour whose thumbnail NCC with the frame is below this is replaced by the frame (dissolves, flashes); 0 = off
+    clean_gate: float = 0.0  # a frame whose confidence mass is >= this fraction of its window's median keeps its own detections (module doc); 0 = off
 
     @classmethod
     def from_saved(cls, saved: dict, **overrides) -> "IFFConfig":
@@ -110,6 +125,8 @@ class IFFConfig:
             raise ValueError(f"cut_threshold must be in [0, 1] (0 = off), got {self.cut_threshold}")
         if not 0 <= self.lookalike_threshold <= 1:
             raise ValueError(f"lookalike_threshold must be in [0, 1] (0 = off), got {self.lookalike_threshold}")
+        if not 0 <= self.clean_gate <= 1:
+            raise ValueError(f"clean_gate must be in [0, 1] (0 = off), got {self.clean_gate}")
 
     @property
     def radius(self) -> int:
@@ -297,21 +314,19 @@ class IFFDetector(nn.Module):
         self.temperature = Temperature() if config.learn_temperature else None
         self.config = config
 
-    def set_window(self, window: int) -> None:
-        """Aggregate ``window`` neighbours from now on (the modules do not depend on it)."""
-        self.config = IFFConfig.from_saved(asdict(self.config), window=window)
+    INFERENCE_FIELDS = ("window", "cut_threshold", "self_prior", "lookalike_threshold", "clean_gate")
+    """Config fields that may change after training (the modules do not depend on them)."""
 
-    def set_cut_threshold(self, threshold: float) -> None:
-        """Stop windows at hard cuts found with ``threshold`` (0: never); see ``vidtag.shots``."""
-        self.config = IFFConfig.from_saved(asdict(self.config), cut_threshold=threshold)
+    def configure(self, **changes) -> None:
+        """Change :attr:`INFERENCE_FIELDS` of the config (validated as a new config).
 
-    def set_self_prior(self, prior: float) -> None:
-        """Add ``prior`` to the current frame's aggregation logit (0: as trained)."""
-        self.config = IFFConfig.from_saved(asdict(self.config), self_prior=prior)
-
-    def set_lookalike_threshold(self, threshold: float) -> None:
-        """Replace window neighbours that do not look like the frame (thumbnail NCC below ``threshold``; 0: never)."""
-        self.config = IFFConfig.from_saved(asdict(self.config), lookalike_threshold=threshold)
+        Raises:
+            ValueError: a field that is not an inference field, or an invalid value.
+        """
+        unknown = sorted(set(changes) - set(self.INFERENCE_FIELDS))
+        if unknown:
+            raise ValueError(f"IFF settings {unknown} are fixed by training (changeable: {', '.join(self.INFERENCE_FIELDS)})")
+        self.config = IFFConfig.from_saved(asdict(self.config), **changes)
 
     def neck_features(self, x: Tensor) -> list[Tensor]:
         """``N_m``: x (Tensor[B, 3, H, W]) -> neck output per level, Tensor[B, 128, H/s, W/s]."""
@@ -427,6 +442,18 @@ def build_iff(detector: NanoDet, config: IFFConfig | None = None) -> IFFDetector
 # ---------------------------------------------------------------------------
 
 
+GATE_SCORE = 0.3
+"""Class scores below this do not count towards a frame's confidence mass."""
+
+
+def confidence_mass(cls_scores: Tensor, min_score: float = GATE_SCORE) -> Tensor:
+    """How much the detector sees in each frame: cls_scores (Tensor[B, N, K], sigmoid
+    scores per head cell) -> Tensor[B], the sum over cells of the best class score
+    where it is at least ``min_score``."""
+    best = cls_scores.amax(dim=-1)
+    return torch.where(best >= min_score, best, torch.zeros_like(best)).sum(dim=-1)
+
+
 def lookalike_window(t: int, neighbours: list[int], thumbs: dict[int, Tensor], threshold: float) -> list[int]:
     """``neighbours`` of frame t with each one whose thumbnail NCC with t's is below
     ``threshold`` replaced by t itself (``thumbs``: index -> :func:`vidtag.shots.thumbnails`
@@ -500,7 +527,14 @@ class IFFVideoDetector:
     that does not look like frame t (``config.lookalike_threshold``:
     :func:`lookalike_window`) is replaced by t itself, so gradual transitions
     and flashes, which no cut test sees, do not mix either; ``replaced`` counts
-    the neighbours replaced in the last video.
+    the neighbours replaced in the last video.  With ``config.clean_gate``,
+    each frame is also detected on its own features, and a frame whose
+    :func:`confidence_mass` is at least ``clean_gate`` times its window's
+    median keeps those detections; the others are aggregated and keep the
+    aggregated detections where those carry more mass than their own.
+    ``own_frames`` lists the frames that kept their own detections in the
+    last video, ``own_weight`` the current frame's mean aggregation weight
+    per frame (1 where it kept its own).
 
     Args:
         model (IFFDetector): in eval mode on ``device``.
@@ -520,6 +554,10 @@ class IFFVideoDetector:
         self.shots: ShotBoundaries | None = None  # the current video's hard cuts; set by run()
         self.thumbs: dict[int, Tensor] = {}  # thumbnails of the frames windows can still reach, by index
         self.replaced = 0  # window neighbours replaced by the frame itself in the last video (lookalike_window)
+        self.own: dict[int, tuple[float, Detections]] = {}  # clean gate: confidence mass and own detections, by index
+        self.own_frames: list[int] = []  # frames of the last video that kept their own detections (clean gate)
+        self.own_weight: dict[int, float] = {}  # last video: the current frame's mean aggregation weight (1: kept its own)
+        self.gate_score = GATE_SCORE  # class scores below this do not count towards the confidence mass
 
     @property
     def shot_starts(self) -> list[int]:
@@ -534,8 +572,9 @@ class IFFVideoDetector:
         radius = self.model.config.radius
         self.ring = ring = FeatureRing(2 * radius + 1)
         self.shots = ShotBoundaries(self.model.config.cut_threshold, self.options.imgsz)
-        self.thumbs = {}
-        self.replaced = 0
+        self.thumbs, self.own = {}, {}
+        self.replaced, self.own_frames, self.own_weight = 0, [], {}
+        gate = self.model.config.clean_gate > 0
         box, shape, emitted = None, None, 0
         for chunk in chunks:
             frames = torch.as_tensor(chunk.frames).to(self.device, non_blocking=True)
@@ -554,6 +593,14 @@ class IFFVideoDetector:
                 for old in [i for i in self.thumbs if i < start - 2 * radius]:
                     del self.thumbs[old]  # frames this chunk's windows can no longer reach
             batch = self.model.frame_features(x)
+            if gate:
+                start = ring.next_index
+                own = self.model.predict(batch.features)
+                masses = confidence_mass(own.cls_scores, self.gate_score).tolist()
+                for k, dets in enumerate(self.options.postprocess(own, box)):
+                    self.own[start + k] = (masses[k], dets)
+                for old in [i for i in self.own if i < start - 2 * radius]:
+                    del self.own[old]
             for row in range(len(batch)):
                 newest = ring.push(batch, row)  # copied into the ring's storage
                 if newest - radius >= 0:  # frame newest - radius has all its neighbours now
@@ -573,5 +620,19 @@ class IFFVideoDetector:
             kept = lookalike_window(t, neighbours, self.thumbs, self.model.config.lookalike_threshold)
             self.replaced += sum(a != b for a, b in zip(neighbours, kept))
             neighbours = kept
+        gate = self.model.config.clean_gate
+        if gate > 0:
+            mass, dets = self.own[t]
+            if mass >= gate * float(np.median([self.own[j][0] for j in [t] + neighbours])):
+                return self._keep_own(t, dets)
         agg = self.model.aggregate(self.ring.gather([t]), self.ring.gather(neighbours))
-        return self.options.postprocess(self.model.predict(agg.features), box)[0]
+        out = self.model.predict(agg.features)
+        if gate > 0 and float(confidence_mass(out.cls_scores, self.gate_score)[0]) < mass:
+            return self._keep_own(t, dets)  # the window did not help this frame: it sees less than the frame alone
+        self.own_weight[t] = float(torch.stack([w[0].mean() for w in agg.weights]).mean())
+        return self.options.postprocess(out, box)[0]
+
+    def _keep_own(self, t: int, dets: Detections) -> Detections:
+        self.own_frames.append(t)
+        self.own_weight[t] = 1.0
+        return dets
