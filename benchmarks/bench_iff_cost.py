@@ -12,7 +12,10 @@ Times, on frames letterboxed to ``--imgsz`` (default: 768x576 -> 416x320):
   (``flow_level`` 0, 1, 2) and per level (all three), the measured half of why
   the flow lives at stride 16 (module doc of ``vidtag.models.iff``);
 * a whole IFF frame (per-frame features + flow + warp + FGFA weights + head)
-  for windows 4, 10 and 20, and its cost relative to a NanoDet frame.
+  for windows 4, 10 and 20, and its cost relative to a NanoDet frame;
+* the same, part by part (backbone + neck, per-frame modules, flow, warp,
+  weights and weighted sum, head) for windows 20 (steps 1, 2, 5), 10 and 4,
+  with what the clean gate adds to every frame (the head on its own features).
 
 Network time only (letterbox and post-processing are the same per frame for
 both).  Median of ``--repeats`` runs after a warm-up; random weights (the
@@ -104,6 +107,44 @@ def main() -> None:
                     lambda: model.predict(model.aggregate(cur, nb).features), args.repeats
                 )
                 print(f"| {module} | {window} | {per_frame:.2f} | {per_frame / frame_ms:.2f}x |")
+        print()
+        breakdown(nanodet, x, frame_ms, args)
+
+
+def breakdown(nanodet, x, frame_ms: float, args) -> None:
+    """One aggregated frame's cost per part, for each window and window step; the
+    clean gate's own part (the head on the frame's own features) beside it."""
+    import torch
+
+    from vidtag.models.iff import IFFConfig, build_iff, confidence_mass, flow_to_level
+    from vidtag.ops.flow import warp
+
+    model = build_iff(nanodet, IFFConfig())
+    neck = median_ms(lambda: model.neck_features(x[:8]), args.repeats) / 8
+    feats = model.neck_features(x[:8])
+    modules = median_ms(lambda: model.frame_features(x[:8], feats), args.repeats) / 8
+    ff = model.frame_features(x[:8], feats)
+    own_head = median_ms(lambda: confidence_mass(model.predict(ff.features).cls_scores), args.repeats) / 8
+    print("Cost per aggregated frame by part (ms; backbone + neck and the per-frame modules batched over 8 frames; "
+          "the head once more on its own features when the clean gate is on):")
+    print()
+    print("| window | step | neighbours | backbone + neck | per-frame modules | flow | warp | weights + sum | head | total | / NanoDet frame | gate head |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for window, step in ((20, 1), (20, 2), (20, 5), (10, 1), (4, 1)):
+        n = len(range(step, window // 2 + 1, step)) * 2
+        rows = torch.arange(n) % 7 + 1
+        cur, nb = ff.select([0]), ff.select(rows)
+        flow = model.iff(cur.encoded, nb.encoded)
+        level_flows = [flow_to_level(flow, f.shape[-2:], 2.0 ** (model.config.flow_level - lv)) for lv, f in enumerate(nb.levels)]
+        flow_ms = median_ms(lambda: model.iff(cur.encoded, nb.encoded), args.repeats)
+        warp_ms = median_ms(lambda: [warp(f, fl) for f, fl in zip(nb.levels, level_flows)], args.repeats)
+        counts = None if step == 1 else torch.full((n,), window / n)
+        agg_ms = median_ms(lambda: model.aggregate(cur, nb, counts), args.repeats)
+        agg = model.aggregate(cur, nb, counts)
+        head_ms = median_ms(lambda: model.predict(agg.features), args.repeats)
+        total = neck + modules + agg_ms + head_ms
+        print(f"| {window} | {step} | {n} | {neck:.1f} | {modules:.1f} | {flow_ms:.1f} | {warp_ms:.1f} | "
+              f"{max(0.0, agg_ms - flow_ms - warp_ms):.1f} | {head_ms:.1f} | {total:.1f} | {total / frame_ms:.2f}x | {own_head:.1f} |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Cross-scene accuracy and speed of the key-frame methods against the stride baseline.
 
     python benchmarks/cross_scene.py [--out DIR] [--frames 40] [--real-frames 200] [--e2e] [--write-manifest]
-                                     [--skip-choose] [--trained LABEL=MANIFEST ...]
+                                     [--skip-choose [all|psla|iff]] [--trained LABEL=MANIFEST ...]
 
 A figure counts only on footage that took no part in training or in choosing
 a setting.  The scenes:
@@ -82,7 +82,7 @@ BATCH = 8
 GRID = [dict(appearance_temperature=t, appearance_prior=p, use_rfu=rfu, two_sided=two)
         for t in (20.0, 50.0, 100.0) for p in (0.0, 3.0, 6.0) for rfu in (False, True) for two in (True, False)]
 TRAINED = dict(nonkey_affinity="memory", use_rfu=True)  # the modules as trained (the manifest's psla_config)
-IFF_GRID = [dict(self_prior=p, clean_gate=g) for p in (0.0, 1.0, 2.0) for g in (0.0, 0.8, 0.9, 1.0)]  # iff's inference grid
+IFF_GRID = [dict(self_prior=p, clean_gate=g, window_step=w) for p in (0.0, 1.0, 2.0) for g in (0.0, 0.8, 0.9) for w in (1, 2)]  # iff's inference grid
 IFF_WORST_ALLOWED = -0.01  # iff's rule: the best mean among settings no choose clip loses more than this with
 PROMOTE_BELOW = 0.8  # the scene-change rule's threshold (see the README's PSLA section)
 
@@ -253,7 +253,7 @@ def record_inference(manifest_name: str, config: dict, command: str, commit: str
 
 def plot(record: dict, path: Path) -> None:
     """Fidelity and AP50 on degraded frames against model speed, one panel per cross-scene scope:
-    the stride baseline as a curve (K = 1, 2, 3, 5, 10), psla's key intervals as another."""
+    the stride baseline as a curve (K = 1, 2, 3, 5, 10), psla's key intervals as another, iff's rows as points."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -278,6 +278,8 @@ def plot(record: dict, path: Path) -> None:
             trained = next(r for r in results if r["setting"].startswith("psla (trained"))
             ax.plot([trained["model_fps"] / frame_fps], [100 * (trained["scopes"][scope][metric] or 0)], "x",
                     color="red", label="psla, trained modules (k=10)")
+            for r, style in zip([r for r in results if r["setting"].startswith("iff")], ("D", "v")):
+                ax.plot([r["model_fps"] / frame_fps], [100 * (r["scopes"][scope][metric] or 0)], style, label=r["setting"])
             ax.set_title(f"{scope}: {label}", fontsize=9)
             ax.grid(alpha=0.3)
             if row == 1:
@@ -305,7 +307,8 @@ def main() -> None:
     parser.add_argument("--write-manifest", action="store_true", help="record the chosen settings in weights/psla-nanodet-g.json")
     parser.add_argument("--trained", action="append", default=[], metavar="LABEL=MANIFEST",
                         help="also run these trained PSLA modules as trained (e.g. from vidtag train psla on other data); repeatable")
-    parser.add_argument("--skip-choose", action="store_true", help="take the settings of weights/psla-nanodet-g.json instead of choosing them again")
+    parser.add_argument("--skip-choose", nargs="?", const="all", choices=("all", "psla", "iff"),
+                        help="take the settings of weights/psla-nanodet-g.json and/or weights/iff-nanodet-g.json instead of choosing them again (default: all)")
     parser.add_argument("--replot", action="store_true", help="only redraw docs/cross-scene.png from the saved results under --out")
     args = parser.parse_args()
     out = Path(args.out)
@@ -337,14 +340,15 @@ def main() -> None:
     say("|---:|---:|---|---|---:|")
     choose = scopes["choose"]
     grid = []
-    for spec in [] if args.skip_choose else GRID:
+    skip_psla, skip_iff = args.skip_choose in ("all", "psla"), args.skip_choose in ("all", "iff")
+    for spec in [] if skip_psla else GRID:
         det = build({"method": "psla", "nonkey_affinity": "appearance", "key_interval": 10, "promote_below": 0.0, **spec})
         preds = {n: run(det, scorer.scenes[n], False)[0] for n in choose}
         fidelity = scorer.score(choose, preds)
         grid.append({**spec, "fidelity": fidelity})
         say(f"| {spec['appearance_temperature']:g} | {spec['appearance_prior']:g} | {'on' if spec['use_rfu'] else 'off'} | "
             f"{'yes' if spec['two_sided'] else 'no'} | {pct(fidelity)} |")
-    if args.skip_choose:
+    if skip_psla:
         shipped = json.loads((ROOT / "weights" / "psla-nanodet-g.json").read_text())["inference"]
         chosen, best = shipped["config"], {"fidelity": shipped.get("fidelity_on_choose")}
         say(f"(not chosen again: the settings of weights/psla-nanodet-g.json, chosen by `{shipped['chosen_by']}`)")
@@ -358,20 +362,20 @@ def main() -> None:
     say("")
     command = "python benchmarks/cross_scene.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    if args.write_manifest and not args.skip_choose:  # before the end-to-end runs, which run `vidtag detect --method psla` as shipped
+    if args.write_manifest and not skip_psla:  # before the end-to-end runs, which run `vidtag detect --method psla` as shipped
         path = record_inference("psla-nanodet-g.json", chosen, command, commit, fidelity_on_choose=best["fidelity"])
         say(f"wrote the chosen settings into {path.relative_to(ROOT)}")
         say("")
 
     # 1b. IFF-Net's self prior and clean gate, chosen on the choose scenes too (AP50 on their whole degraded clips)
     iff_grid = []
-    if args.skip_choose:
+    if skip_iff:
         iff_chosen = json.loads((ROOT / "weights" / "iff-nanodet-g.json").read_text())["inference"]["config"]
     else:
         say("## Choosing iff's self prior and clean gate (choose scenes only, AP50 on the whole degraded clips)")
         say("")
-        say("| self prior | clean gate | fidelity | AP50 degraded frames | AP50 whole degraded clip | worst clip vs frame | model speed vs frame |")
-        say("|---:|---:|---:|---:|---:|---:|---:|")
+        say("| self prior | clean gate | window step | fidelity | AP50 degraded frames | AP50 whole degraded clip | worst clip vs frame | model speed vs frame |")
+        say("|---:|---:|---:|---:|---:|---:|---:|---:|")
         t0 = time.perf_counter()
         frame_preds = {n: run(frame_detector, scorer.scenes[n], True)[0] for n in choose}
         for n in choose:
@@ -388,11 +392,11 @@ def main() -> None:
             row = {**spec, "fidelity": scorer.score(choose, clean), "degraded_frames": scorer.score(choose, degraded, "degraded"),
                    "degraded_clip": scorer.score(choose, degraded), "worst_clip_gain": min(gains), "model_fps": fps}
             iff_grid.append(row)
-            say(f"| {spec['self_prior']:g} | {spec['clean_gate']:g} | {pct(row['fidelity'])} | {pct(row['degraded_frames'])} | "
+            say(f"| {spec['self_prior']:g} | {spec['clean_gate']:g} | {spec['window_step']} | {pct(row['fidelity'])} | {pct(row['degraded_frames'])} | "
                 f"{pct(row['degraded_clip'])} | {100 * row['worst_clip_gain']:+.1f} | {fps / frame_fps_choose:.2f}x |")
         allowed = [r for r in iff_grid if r["worst_clip_gain"] >= IFF_WORST_ALLOWED] or iff_grid
         iff_best = max(allowed, key=lambda r: (r["degraded_clip"] or -1, r["model_fps"]))
-        iff_chosen = {k: iff_best[k] for k in ("self_prior", "clean_gate")}
+        iff_chosen = {k: iff_best[k] for k in IFF_GRID[0]}
         say("")
         say(f"chosen: {iff_chosen}")
         say("")

@@ -203,6 +203,8 @@ def test_window_indices_repeat_the_ends():
     assert window_indices(9, 10, 2) == [7, 8, 9, 9]
     assert window_indices(5, 10, 2) == [3, 4, 6, 7]
     assert window_indices(0, 1, 3) == [0] * 6
+    assert window_indices(10, 30, 10, step=5) == [0, 5, 15, 20]
+    assert window_indices(1, 30, 4, step=2) == [0, 0, 3, 5]
 
 
 def test_ring_keeps_only_its_capacity(nanodet):
@@ -240,11 +242,13 @@ def _whole_video_reference(model, frames, imgsz, shots=None, gate_score=0.3):
         dets = []
         for t in range(len(frames)):
             first, end = next((a, b) for a, b in shots if a <= t < b)
-            neighbours = window_indices(t, end, model.config.radius, first)
+            step = max(1, min(model.config.window_step, model.config.radius))
+            neighbours = window_indices(t, end, model.config.radius, first, step)
+            counts = None if step == 1 else torch.full((len(neighbours),), model.config.window / len(neighbours))
             threshold = model.config.lookalike_threshold
             if threshold > 0:
                 neighbours = [j if float(torch.dot(thumbs[j], thumbs[t])) >= threshold else t for j in neighbours]
-            out = model.predict(model.aggregate(ff.select([t]), ff.select(neighbours)).features)
+            out = model.predict(model.aggregate(ff.select([t]), ff.select(neighbours), counts).features)
             if model.config.clean_gate > 0:
                 def mass(output):
                     return sum(float(v) for v in output.cls_scores[0].max(dim=-1).values if v >= gate_score)
@@ -258,9 +262,9 @@ def _whole_video_reference(model, frames, imgsz, shots=None, gate_score=0.3):
     return dets
 
 
-@pytest.mark.parametrize("window,chunk", [(4, 3), (6, 8), (0, 5)])
-def test_video_detector_equals_the_whole_video_reference(nanodet, window, chunk):
-    model = _randomise(build_iff(nanodet, IFFConfig(window=window)), seed=2)
+@pytest.mark.parametrize("window,chunk,step", [(4, 3, 1), (6, 8, 1), (0, 5, 1), (8, 3, 2), (6, 4, 3)])
+def test_video_detector_equals_the_whole_video_reference(nanodet, window, chunk, step):
+    model = _randomise(build_iff(nanodet, IFFConfig(window=window, window_step=step)), seed=2)
     model.iff.flow.bias.data = torch.tensor([0.5, 0.25])
     frames = _frames(11)
     detector = IFFVideoDetector(model, ("x",) * 80, DetectOptions(conf=0.05, imgsz=96))

@@ -51,6 +51,11 @@ The paper's parts, mapped onto NanoDet (see ``shared/papers/NOTES.md``):
 * Window (``window`` neighbours, default 20 = +-10): frames before the first
   and after the last are the first and last frame repeated, and each repeat
   counts in the softmax.  ``window = 0`` is the per-frame detector exactly.
+  ``window_step`` s > 1 (not in the paper, inference only) aggregates only
+  the neighbours at offsets that are multiples of s, each counting as
+  ``window / used`` frames in the softmax (``aggregate(counts=)``, as
+  training counts its drawn neighbours): the same reach and current-frame
+  share for a fraction of the flow and warp cost.
 
 Widths, scaled from the paper's ResNet-101 (2048-channel res5) to NanoDet's
 128-channel neck: EB-1 / the basic module's convs 64 (paper 512), EB-2 and the
@@ -102,6 +107,7 @@ class IFFConfig:
     cut_threshold: float = CUT_THRESHOLD  # vidtag.shots: the window stops at hard cuts (shot ends repeated); 0 = off (not in the paper)
     self_prior: float = 0.0  # logit added to the current frame's aggregation weight at inference: trust a frame's own features more (module doc); 0 = as trained
     lookalike_threshold: float = 0.2  # a neighbour whose thumbnail NCC with the frame is below this is replaced by the frame (dissolves, flashes); 0 = off
+    window_step: int = 1  # aggregate every step-th frame of the window (at most window/2), each counting as window / (neighbours used) frames (module doc)
     clean_gate: float = 0.0  # a frame whose confidence mass is >= this fraction of its window's median keeps its own detections (module doc); 0 = off
 
     @classmethod
@@ -125,6 +131,8 @@ class IFFConfig:
             raise ValueError(f"cut_threshold must be in [0, 1] (0 = off), got {self.cut_threshold}")
         if not 0 <= self.lookalike_threshold <= 1:
             raise ValueError(f"lookalike_threshold must be in [0, 1] (0 = off), got {self.lookalike_threshold}")
+        if self.window_step < 1:
+            raise ValueError(f"window_step must be >= 1, got {self.window_step}")
         if not 0 <= self.clean_gate <= 1:
             raise ValueError(f"clean_gate must be in [0, 1] (0 = off), got {self.clean_gate}")
 
@@ -314,7 +322,7 @@ class IFFDetector(nn.Module):
         self.temperature = Temperature() if config.learn_temperature else None
         self.config = config
 
-    INFERENCE_FIELDS = ("window", "cut_threshold", "self_prior", "lookalike_threshold", "clean_gate")
+    INFERENCE_FIELDS = ("window", "window_step", "cut_threshold", "self_prior", "lookalike_threshold", "clean_gate")
     """Config fields that may change after training (the modules do not depend on them)."""
 
     def configure(self, **changes) -> None:
@@ -465,11 +473,12 @@ def lookalike_window(t: int, neighbours: list[int], thumbs: dict[int, Tensor], t
     return [j if j == t or float(thumbs[j] @ mine) >= threshold else t for j in neighbours]
 
 
-def window_indices(t: int, num_frames: int, radius: int, first: int = 0) -> list[int]:
-    """The neighbours of frame t: ``t-radius .. t+radius`` without t, clamped to
-    ``[first, num_frames - 1]`` (the first / last frame repeated at the ends;
-    ``first`` and ``num_frames`` bound t's shot when the video has cuts)."""
-    return [min(max(j, first), num_frames - 1) for j in range(t - radius, t + radius + 1) if j != t]
+def window_indices(t: int, num_frames: int, radius: int, first: int = 0, step: int = 1) -> list[int]:
+    """The neighbours of frame t: ``t-radius .. t+radius`` without t, every ``step``-th
+    (offsets that are multiples of ``step``), clamped to ``[first, num_frames - 1]``
+    (the first / last frame repeated at the ends; ``first`` and ``num_frames`` bound
+    t's shot when the video has cuts)."""
+    return [min(max(t + d, first), num_frames - 1) for d in range(-radius, radius + 1) if d and d % step == 0]
 
 
 class FeatureRing:
@@ -615,7 +624,8 @@ class IFFVideoDetector:
     def _detect(self, t: int, num_frames: int | None, box) -> Detections:
         radius = self.model.config.radius
         first, end = self.shots.shot_of(t, self.ring.next_index if num_frames is None else num_frames)
-        neighbours = window_indices(t, end, radius, first)
+        step = max(1, min(self.model.config.window_step, radius))
+        neighbours = window_indices(t, end, radius, first, step)
         if self.model.config.lookalike_threshold > 0:
             kept = lookalike_window(t, neighbours, self.thumbs, self.model.config.lookalike_threshold)
             self.replaced += sum(a != b for a, b in zip(neighbours, kept))
@@ -625,7 +635,8 @@ class IFFVideoDetector:
             mass, dets = self.own[t]
             if mass >= gate * float(np.median([self.own[j][0] for j in [t] + neighbours])):
                 return self._keep_own(t, dets)
-        agg = self.model.aggregate(self.ring.gather([t]), self.ring.gather(neighbours))
+        counts = None if step == 1 else torch.full((len(neighbours),), self.model.config.window / len(neighbours), device=self.device)
+        agg = self.model.aggregate(self.ring.gather([t]), self.ring.gather(neighbours), counts)
         out = self.model.predict(agg.features)
         if gate > 0 and float(confidence_mass(out.cls_scores, self.gate_score)[0]) < mass:
             return self._keep_own(t, dets)  # the window did not help this frame: it sees less than the frame alone
