@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -496,6 +497,12 @@ def test_shipped_modules_load_and_run(tmp_path):
         assert len(result.detections) == 9
     with pytest.raises(ValueError, match="even"):
         Runner(Settings(method="iff", window=3, imgsz=96, device="cpu"))
+    shipped = json.loads((Path(__file__).parents[1] / "weights" / "iff-nanodet-g.json").read_text())["inference"]["config"]
+    default = Runner(Settings(method="iff", imgsz=96, device="cpu", link="none")).detector.model.config
+    assert default.clean_gate == shipped.get("clean_gate", 0.0) and default.self_prior == shipped.get("self_prior", 0.0)
+    off = Runner(Settings(method="iff", clean_gate=0.0, imgsz=96, device="cpu", link="none"))
+    assert off.detector.model.config.clean_gate == 0.0
+    assert off.settings.output_options(off.manifest)["clean_gate"] == 0.0
 
 
 def test_self_prior_raises_the_current_frames_weight_by_exactly_its_logit(nanodet):
