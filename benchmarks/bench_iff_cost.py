@@ -116,7 +116,8 @@ def breakdown(nanodet, x, frame_ms: float, args) -> None:
     clean gate's own part (the head on the frame's own features) beside it."""
     import torch
 
-    from vidtag.models.iff import IFFConfig, build_iff, confidence_mass, flow_to_level
+    from vidtag.models.iff import IFFConfig, build_iff, flow_to_level
+    from vidtag.models.nanodet import confidence_mass
     from vidtag.ops.flow import warp
 
     model = build_iff(nanodet, IFFConfig())

@@ -528,7 +528,7 @@ def test_self_prior_raises_the_current_frames_weight_by_exactly_its_logit(nanode
 def _gated_detector(nanodet, frames, window, gate_score):
     """An IFF video detector whose clean gate sits at the median of the frames' mass
     ratios (mass / the window's median, ends not repeated), so that both branches run."""
-    from vidtag.models.iff import confidence_mass
+    from vidtag.models.nanodet import confidence_mass
     from vidtag.models.preprocess import letterbox
 
     model = build_iff(nanodet, IFFConfig(window=window))

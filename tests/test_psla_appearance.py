@@ -151,3 +151,36 @@ def test_a_scene_change_inside_a_segment_promotes_frames(nanodet, two_sided):
     same_scene = detector(nanodet, key_interval=10, cut_threshold=0.0, promote_below=0.8, two_sided=two_sided)
     list(same_scene.run(chunks(panning(10, seed=4), 4)))
     assert same_scene.promoted_frames == []
+
+
+@pytest.mark.parametrize("affinity", ["appearance", "memory"])
+def test_a_collapsed_confidence_mass_promotes_exactly_those_frames(nanodet, affinity):
+    """promote_mass_below: a non-key frame whose output's mass is below the fraction of
+    its key frame's runs the whole network (its row becomes the per-frame output); the
+    others keep the propagated output."""
+    from dataclasses import replace
+
+    from vidtag.models.nanodet import confidence_mass
+
+    config = {**APPEARANCE, "nonkey_affinity": affinity, "promote_mass_below": 0.5}
+    model = build_psla(nanodet, PSLAConfig(**config)).eval()
+    x, _ = letterbox(panning(4, seed=2), 128)
+    with torch.no_grad():
+        low = model.low_features(x)
+        memory, key_output = model.key_frame(low[:1], None)
+        assert memory.mass == pytest.approx(float(confidence_mass(key_output.cls_scores)[0]))
+        output = model.predict(model.high_features(None, low[1:]))  # stands in for the propagated output
+        scores = output.cls_scores.clone()
+        scores[:, :3, 0] = torch.tensor([[0.9, 0.9, 0.9], [0.9, 0.0, 0.0], [0.0, 0.0, 0.0]])  # masses 2.7, 0.9, 0.0 (+ the rest)
+        scores[:, 3:] = 0.0
+        propagated = replace(output, cls_scores=scores)
+        promoted: list[int] = []
+        got = model._promote_collapsed(low[1:], propagated, [replace(memory, mass=2.0)], done=set(), promoted=promoted)
+    assert promoted == [1, 2]
+    torch.testing.assert_close(got.cls_scores[0], scores[0])
+    torch.testing.assert_close(got.cls_scores[1:], output.cls_scores[1:])
+    torch.testing.assert_close(got.box_dists[1:], output.box_dists[1:])
+    with torch.no_grad():
+        skipped: list[int] = []
+        model._promote_collapsed(low[1:], propagated, [replace(memory, mass=2.0)], done={2}, promoted=skipped)
+    assert skipped == [1]

@@ -225,7 +225,7 @@ def build_detector(
 
 INFERENCE_PSLA_OPTIONS = ("key_interval", "max_displacement", "displacement_scaling", "use_rfu", "use_denseft", "psla_impl",
                           "cut_threshold", "quality_bias", "nonkey_affinity", "appearance_temperature", "appearance_prior",
-                          "promote_below", "two_sided")
+                          "promote_below", "promote_mass_below", "two_sided")
 
 
 def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict, psla_weights=None):

@@ -37,9 +37,9 @@ The paper's parts, mapped onto NanoDet (see ``shared/papers/NOTES.md``):
   ``inference`` block sets the value ``benchmarks/cross_scene.py`` chose.
 * Clean-frame gate (``clean_gate``, not in FGFA, inference only): NanoDet's
   head also runs on each frame's own features, and a frame's *confidence
-  mass* (:func:`confidence_mass`: the sum over head cells of the best class
-  score, where it is at least ``GATE_SCORE``) is compared with the largest
-  mass in its window.  A frame whose mass is at least ``clean_gate`` times
+  mass* (:func:`vidtag.models.nanodet.confidence_mass`: the sum over head
+  cells of the best class score, where it is at least 0.3) is compared with
+  the masses in its window.  A frame whose mass is at least ``clean_gate`` times
   the window's median (the current frame and its neighbours, as the softmax
   counts them) keeps its own detections, exactly the per-frame detector's,
   and skips flow, warp and aggregation; the others (a blurred, dark, noisy
@@ -82,7 +82,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidtag.models import modules_file
-from vidtag.models.nanodet import NanoDet, NanoDetOutput
+from vidtag.models.nanodet import MASS_MIN_SCORE, NanoDet, NanoDetOutput, confidence_mass
 from vidtag.ops.flow import correlation, warp
 from vidtag.shots import CUT_THRESHOLD, ShotBoundaries, frame_thumbnails
 from vidtag.types import Detections, FrameChunk
@@ -450,18 +450,6 @@ def build_iff(detector: NanoDet, config: IFFConfig | None = None) -> IFFDetector
 # ---------------------------------------------------------------------------
 
 
-GATE_SCORE = 0.3
-"""Class scores below this do not count towards a frame's confidence mass."""
-
-
-def confidence_mass(cls_scores: Tensor, min_score: float = GATE_SCORE) -> Tensor:
-    """How much the detector sees in each frame: cls_scores (Tensor[B, N, K], sigmoid
-    scores per head cell) -> Tensor[B], the sum over cells of the best class score
-    where it is at least ``min_score``."""
-    best = cls_scores.amax(dim=-1)
-    return torch.where(best >= min_score, best, torch.zeros_like(best)).sum(dim=-1)
-
-
 def lookalike_window(t: int, neighbours: list[int], thumbs: dict[int, Tensor], threshold: float) -> list[int]:
     """``neighbours`` of frame t with each one whose thumbnail NCC with t's is below
     ``threshold`` replaced by t itself (``thumbs``: index -> :func:`vidtag.shots.thumbnails`
@@ -566,7 +554,7 @@ class IFFVideoDetector:
         self.own: dict[int, tuple[float, Detections]] = {}  # clean gate: confidence mass and own detections, by index
         self.own_frames: list[int] = []  # frames of the last video that kept their own detections (clean gate)
         self.own_weight: dict[int, float] = {}  # last video: the current frame's mean aggregation weight (1: kept its own)
-        self.gate_score = GATE_SCORE  # class scores below this do not count towards the confidence mass
+        self.gate_score = MASS_MIN_SCORE  # class scores below this do not count towards the confidence mass
 
     @property
     def shot_starts(self) -> list[int]:

@@ -221,6 +221,18 @@ class NanoDetOutput:
     strides: tuple[int, ...]
 
 
+MASS_MIN_SCORE = 0.3
+"""Class scores below this do not count towards a frame's :func:`confidence_mass`."""
+
+
+def confidence_mass(cls_scores: Tensor, min_score: float = MASS_MIN_SCORE) -> Tensor:
+    """How much the detector sees in each frame: cls_scores (Tensor[B, N, K], sigmoid
+    scores per head cell) -> Tensor[B], the sum over cells of the best class score
+    where it is at least ``min_score``."""
+    best = cls_scores.amax(dim=-1)
+    return torch.where(best >= min_score, best, torch.zeros_like(best)).sum(dim=-1)
+
+
 class HeadLevel(nn.Module):
     """One level of the GFL head: conv 3x3 + LeakyReLU, then a 1x1 predictor of cls + reg."""
 

@@ -73,7 +73,7 @@ of a segment before its key frame wait for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -82,7 +82,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidtag.models import modules_file
-from vidtag.models.nanodet import NanoDet, NanoDetOutput
+from vidtag.models.nanodet import NanoDet, NanoDetOutput, confidence_mass
 from vidtag.ops.pointwise import pointwise, pointwise_pair
 from vidtag.ops.sampling import PSLA, psla_affinities, psla_aggregate
 from vidtag.shots import CUT_THRESHOLD, ShotBoundaries
@@ -118,6 +118,7 @@ class PSLAConfig:
     appearance_prior: float = 3.0  # nonkey_affinity="appearance": logit added for the same cell (the carried-over feature)
     two_sided: bool = True  # nonkey_affinity="appearance": frames between two key frames attend to both (offline; PSLAVideoDetector)
     promote_below: float = 0.0  # nonkey_affinity="appearance": a non-key frame whose match quality is below this runs as a key frame; 0 = never
+    promote_mass_below: float = 0.0  # a non-key frame whose confidence mass falls below this fraction of its key frame's runs as a key frame; 0 = never
 
     def level_displacement(self, level: int) -> int:
         """Max displacement in cells at pyramid level ``level`` (stride ``8 * 2**level``)."""
@@ -157,6 +158,8 @@ class PSLAConfig:
             raise ValueError(f"appearance_temperature must be > 0, got {self.appearance_temperature}")
         if not 0 <= self.promote_below <= 1:
             raise ValueError(f"promote_below must be in [0, 1] (0 = never), got {self.promote_below}")
+        if not 0 <= self.promote_mass_below <= 1:
+            raise ValueError(f"promote_mass_below must be in [0, 1] (0 = never), got {self.promote_mass_below}")
 
 
 @dataclass(frozen=True)
@@ -169,13 +172,16 @@ class PSLAMemory:
             (None for levels without PSLA): what the next key frame's RFU compares
             with, and the non-key frames' with ``nonkey_affinity="memory"``.
         nonkey_embeds (tuple[Tensor[1, E, h, w] | None, ...]): what the non-key
-            frames of this segment compare with: ``f(Transform(Fl_k))`` of the key
             frame (``"key_transformed"``) or ``embeds`` (``"memory"``).
+        mass (float | None): the key frame's confidence mass
+            (:func:`vidtag.models.nanodet.confidence_mass`), what ``promote_mass_below``
+            compares the non-key frames with; None before :meth:`PSLADetector.key_frame`.
     """
 
     features: tuple[Tensor, ...]
     embeds: tuple[Tensor | None, ...]
     nonkey_embeds: tuple[Tensor | None, ...]
+    mass: float | None = None
 
 
 @dataclass(frozen=True)
@@ -559,7 +565,8 @@ class PSLADetector(nn.Module):
         """The rest of N_f and RFU on a key frame's ``Fl`` (Tensor[1, Cl, h, w]) ->
         (the updated memory, the key frame's head output)."""
         memory = self.update_memory(self.high_features(None, key_low), memory, self._key_side(key_low))
-        return memory, self.predict(list(memory.features))
+        output = self.predict(list(memory.features))
+        return replace(memory, mass=float(confidence_mass(output.cls_scores)[0])), output
 
     def nonkey_output(self, low: Tensor, memories: Sequence[PSLAMemory], promoted: list[int] | None = None) -> NanoDetOutput:
         """Head output of non-key frames from their ``Fl`` (Tensor[B, Cl, h, w]).
@@ -570,22 +577,46 @@ class PSLADetector(nn.Module):
         ``promote_below > 0``, a frame whose match quality is below
         ``promote_below`` is *promoted*: it runs the whole network on its own,
         exactly as per-frame detection would (no memory changes); its row
-        index is appended to ``promoted`` when that is a list.
+        index is appended to ``promoted`` when that is a list.  With
+        ``promote_mass_below > 0`` (any affinity), so is a frame whose
+        propagated output's confidence mass fell below that fraction of its
+        key frames' (:meth:`_promote_collapsed`).
         """
         if self.config.nonkey_affinity != "appearance":
             if len(memories) != 1:
                 raise ValueError(f"nonkey_affinity={self.config.nonkey_affinity!r} propagates from one key frame, got {len(memories)}")
-            return self.predict(self._densefts(low, memories[0])[0])
+            return self._promote_collapsed(low, self.predict(self._densefts(low, memories[0])[0]), memories, set(), promoted)
         quality: list[Tensor] = []
         features = self._appearance_propagate(low, memories, quality)[0]
+        done: set[int] = set()
         if self.config.promote_below > 0:
             rows = torch.nonzero(quality[0] < self.config.promote_below).flatten()
             if len(rows):
                 own = self.high_features(None, low[rows])
                 features = [f.index_copy(0, rows, h.to(f.dtype)) for f, h in zip(features, own)]
+                done.update(rows.tolist())
                 if promoted is not None:
                     promoted.extend(rows.tolist())
-        return self.predict(features)
+        return self._promote_collapsed(low, self.predict(features), memories, done, promoted)
+
+    def _promote_collapsed(self, low: Tensor, output: NanoDetOutput, memories: Sequence[PSLAMemory], done: set[int],
+                           promoted: list[int] | None) -> NanoDetOutput:
+        """``promote_mass_below``: the rows of ``output`` (non-key frames, their ``Fl`` in
+        ``low``) whose confidence mass fell below that fraction of the largest key frame
+        mass in ``memories`` run the whole network instead; rows in ``done`` already did."""
+        key_mass = max((m.mass for m in memories if m.mass is not None), default=None)
+        if self.config.promote_mass_below <= 0 or not key_mass:
+            return output
+        collapsed = confidence_mass(output.cls_scores) < self.config.promote_mass_below * key_mass
+        rows = [r for r in torch.nonzero(collapsed).flatten().tolist() if r not in done]
+        if not rows:
+            return output
+        index = torch.tensor(rows, device=low.device)
+        own = self.predict(self.high_features(None, low[index]))
+        if promoted is not None:
+            promoted.extend(rows)
+        return replace(output, cls_scores=output.cls_scores.index_copy(0, index, own.cls_scores),
+                       box_dists=output.box_dists.index_copy(0, index, own.box_dists))
 
     def _key_side(self, key_low: Tensor) -> list[Tensor] | None:
         """What the non-key frames compare with, from the key frame's ``Fl_k``:
