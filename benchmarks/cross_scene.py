@@ -269,7 +269,7 @@ def plot(record: dict, path: Path) -> None:
             ax = axes[row, col]
             for prefix, style, name in (("frame", "o-", "frame --vid-stride K"), ("psla, k=", "s-", "psla, key interval k")):
                 pts = [(r["model_fps"] / frame_fps, 100 * (r["scopes"][scope][metric] or 0), r["setting"]) for r in results
-                       if r["setting"].startswith(prefix) and "no promotion" not in r["setting"]]
+                       if r["setting"].startswith(prefix) and "promotion" not in r["setting"]]
                 pts.sort()
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=name)
                 for x, y, text in pts:
@@ -413,6 +413,7 @@ def main() -> None:
     settings += [("psla (trained modules), k=10", {"method": "psla", **TRAINED, "key_interval": 10})]
     settings += [(f"psla, k={k}", {"method": "psla", **chosen, "key_interval": k}) for k in (10, 5, 3)]
     settings += [("psla, k=10, no promotion", {"method": "psla", **chosen, "promote_below": 0.0, "key_interval": 10})]
+    settings += [("psla, k=10, mass promotion 0.85", {"method": "psla", **chosen, "promote_mass_below": 0.85, "key_interval": 10})]
     settings += [("iff (window 20, shipped)", {"method": "iff", **iff_chosen}),
                  ("iff, as trained (no prior, no gate)", {"method": "iff", "self_prior": 0.0, "clean_gate": 0.0})]
     for item in args.trained:
