@@ -50,6 +50,7 @@ class Settings:
     end: str | None = None  # time or frame to stop before; None: the end of the video
     vid_stride: int = 1  # frame: the network runs on every vid_stride-th frame, boxes carried between (vidtag.stride)
     cut_threshold: float = 0.4  # vidtag.shots.CUT_THRESHOLD (not imported: it needs torch): hard cuts split tracks, PSLA segments, IFF windows; 0 = off
+    runtime: str = "auto"  # what runs the network: auto (ONNX Runtime for method frame on CPU), torch, onnxruntime (vidtag.models.runtime)
 
     def draw_style(self):
         """The annotated video's :class:`vidtag.formats.video.DrawStyle`."""
@@ -120,7 +121,8 @@ class Runner:
         detector, manifest = build_detector(settings.method, settings.weights, options, self.device, psla_options,
                                             settings.psla_weights if settings.method == "psla" else None,
                                             iff_options, settings.iff_weights if settings.method == "iff" else None,
-                                            cut_threshold=settings.cut_threshold, vid_stride=settings.vid_stride)
+                                            cut_threshold=settings.cut_threshold, vid_stride=settings.vid_stride,
+                                            runtime=settings.runtime)
         if settings.classes:
             options = DetectOptions(conf=settings.conf, imgsz=settings.imgsz, iou=settings.iou, max_det=settings.max_det,
                                     classes=class_indices(settings.classes, manifest.classes))
@@ -128,7 +130,7 @@ class Runner:
         self.detector = detector
         self.manifest = manifest
         self.decode_device, self.decode_note = _decode_device(self.device)
-        log.info("model %s on %s; %s", manifest.name, self.device, self.decode_note)
+        log.info("model %s on %s (%s); %s", manifest.name, self.device, detector.runtime, self.decode_note)
 
     @classmethod
     def with_detector(cls, detector, manifest, settings: Settings = Settings()) -> "Runner":

@@ -97,6 +97,7 @@ def _split_commas(ctx, param, value):
 @click.option("--clean-gate", type=click.FloatRange(0, 1), default=None, help="iff: a frame whose detector confidence is at least this fraction of its window's median keeps its own boxes (exactly --method frame's); 0 aggregates every frame.  [default: the modules' manifest]")
 @click.option("--iff-module", type=click.Choice(("advanced", "basic")), default=None, help="iff: which shipped IFF module [default: advanced; with --iff-weights: the file's].")
 @click.option("--iff-weights", type=click.Path(exists=True, dir_okay=False), default=None, help="iff: modules manifest from `vidtag train iff` [default: shipped].")
+@click.option("--runtime", type=click.Choice(["auto", "torch", "onnxruntime"]), default="auto", show_default=True, help="What runs the network: auto = ONNX Runtime for --method frame on the CPU (the shipped export), torch otherwise.")
 @click.option("--vid-stride", type=click.IntRange(min=1), default=1, show_default=True, help="frame: run the network on every K-th frame and carry its boxes over the frames between (linked tracks are interpolated).")
 @click.option("--link", type=click.Choice(LINK_CHOICES), default="seqnms+", show_default=True, help="Link boxes over time into tracks.")
 @click.option("--cut-threshold", type=click.FloatRange(0, 1), default=0.4, show_default=True, help="Hard cuts: a frame whose thumbnail correlates below this with the one before starts a new shot; no track crosses it, psla restarts, iff windows stop. 0: off.")
@@ -122,7 +123,7 @@ def _split_commas(ctx, param, value):
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="One task per video on a Ray cluster: alone, find or start one (ray.init()); or auto, HOST:PORT, ray://HOST:10001, local. Needs `pip install 'vidtag[ray]'`; put it after the videos.")
 @handle_errors
-def detect(sources, method, key_interval, psla_weights, window, clean_gate, iff_module, iff_weights, vid_stride, link, cut_threshold, conf, iou, max_det, start, end, classes, formats, output, overwrite, recursive, device, line_width, hide_labels, hide_conf, imgsz, batch, weights, quiet, workers, ray_address):
+def detect(sources, method, key_interval, psla_weights, window, clean_gate, iff_module, iff_weights, runtime, vid_stride, link, cut_threshold, conf, iou, max_det, start, end, classes, formats, output, overwrite, recursive, device, line_width, hide_labels, hide_conf, imgsz, batch, weights, quiet, workers, ray_address):
     """Detect, link and write results for video files and folders."""
     from vidtag.api import Runner, Settings, annotate, driver_runner
     from vidtag.batch import find_videos
@@ -137,7 +138,7 @@ def detect(sources, method, key_interval, psla_weights, window, clean_gate, iff_
     settings = Settings(method=method, link=link, conf=conf, classes=classes, imgsz=imgsz,
                         batch=batch, device=device, weights=weights, key_interval=key_interval,
                         psla_weights=psla_weights, window=window, clean_gate=clean_gate, iff_module=iff_module, iff_weights=iff_weights,
-                        cut_threshold=cut_threshold, vid_stride=vid_stride, iou=iou, max_det=max_det, start=start, end=end,
+                        cut_threshold=cut_threshold, vid_stride=vid_stride, runtime=runtime, iou=iou, max_det=max_det, start=start, end=end,
                         line_width=line_width, hide_labels=hide_labels, hide_conf=hide_conf)
     formats = _formats_for_link(formats, link)
     tasks = find_videos(sources, recursive=recursive, output=output)
@@ -588,6 +589,9 @@ def _manifest_table(m, table_class):
         "made by": " ".join(Path(w).name if "/" in w else w for w in str(m.made_by).split()),
         "measured": ", ".join(f"{k}: {v}" for k, v in (m.parity or {}).items() if not isinstance(v, (dict, list))),
     }
+    if m.kind == "detector":
+        exported = ", ".join(f"{name} ({e['file']})" for name, e in (m.exports or {}).items())
+        rows["runtimes"] = "torch" + (f"; {exported}: --runtime auto runs it for --method frame on the CPU" if exported else "")
     if m.kind != "detector":
         rows["use"] = f"--method {m.kind} --{m.kind}-weights {m.manifest_path.name}"
     data = (m.training or {}).get("data") or []

@@ -38,6 +38,8 @@ class WeightsManifest:
         parity: measured figures (e.g. max abs difference to the reference).
         training: for trained temporal modules: the data they were trained on (``data``: file, frames) and how.
         inference: settings the modules run with by default (``config``) and how they were chosen.
+        exports: the same network for other runtimes, by runtime (``"onnxruntime"``): ``file``
+            (beside the manifest), ``sha256``, ``made_by``, ``parity`` against the torch model.
         kind: ``"detector"`` (a network ``--weights`` takes) or the temporal method whose
             modules the file holds (``"psla"``, ``"iff"``: ``--psla-weights`` / ``--iff-weights``).
         manifest_path: the .json this was read from.
@@ -58,6 +60,7 @@ class WeightsManifest:
     parity: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     inference: dict = field(default_factory=dict)
+    exports: dict = field(default_factory=dict)
     kind: str = "detector"
     manifest_path: Path | None = None
 
@@ -89,6 +92,7 @@ class WeightsManifest:
                 parity=data.get("parity", {}),
                 training=data.get("training", {}),
                 inference=data.get("inference", {}),
+                exports=data.get("exports", {}),
                 kind="psla" if "psla_config" in data else "iff" if "iff_config" in data else "detector",
                 manifest_path=path,
             )

@@ -166,6 +166,7 @@ def build_detector(
     iff_weights: str | Path | None = None,
     cut_threshold: float | None = None,
     vid_stride: int = 1,
+    runtime: str = "auto",
 ):
     """Build a ready-to-run video detector.
 
@@ -190,11 +191,14 @@ def build_detector(
             (0: off); None keeps the default (PSLA / IFF: their modules' config).
         vid_stride: ``method="frame"`` only: run the network on every
             ``vid_stride``-th frame and hold its boxes between (:mod:`vidtag.stride`).
+        runtime: what runs the network (:mod:`vidtag.models.runtime`): ``"auto"``,
+            ``"torch"`` or ``"onnxruntime"``; the detector's ``runtime`` says which ran.
 
     Returns:
         (detector, manifest): the detector and the manifest of its weights.
     """
     from vidtag.models.nanodet import load_nanodet
+    from vidtag.models.runtime import OnnxNanoDet, resolve_runtime
     from vidtag.weights import resolve_detector_weights
 
     if method not in METHODS:
@@ -205,22 +209,28 @@ def build_detector(
         raise ValueError(f"--vid-stride works with --method frame only (got --method {method})")
     if options.imgsz <= 0 or options.imgsz % 32:
         raise ValueError(f"--imgsz must be a positive multiple of 32, got {options.imgsz}")
+    if method == "frame" and (psla_options or iff_options):
+        raise ValueError(f"PSLA options {sorted(psla_options)} given for method {method!r}" if psla_options else f"IFF options {sorted(iff_options)} given for method {method!r}")
     dev = device if isinstance(device, torch.device) else select_device(device)
     manifest = resolve_detector_weights(weights or "nanodet-g-coco")
-    model = load_nanodet(manifest).to(dev).eval()
+    engine = resolve_runtime(runtime, method, dev, manifest)  # "onnxruntime": frame and iff only
+    onnx = OnnxNanoDet(manifest) if engine == "onnxruntime" else None
+    model = onnx if method == "frame" and onnx is not None else load_nanodet(manifest).to(dev).eval()
     if cut_threshold is not None:
         if method == "psla":
             psla_options = {**(psla_options or {}), "cut_threshold": cut_threshold}
         elif method == "iff":
             iff_options = {**(iff_options or {}), "cut_threshold": cut_threshold}
     if method == "psla":
-        return _build_psla(model, manifest, options, dev, psla_options or {}, psla_weights), manifest
-    if method == "iff":
-        return _build_iff(model, manifest, options, dev, iff_options or {}, iff_weights), manifest
-    if psla_options or iff_options:
-        raise ValueError(f"PSLA options {sorted(psla_options)} given for method {method!r}" if psla_options else f"IFF options {sorted(iff_options)} given for method {method!r}")
-    cut = CUT_THRESHOLD if cut_threshold is None else cut_threshold
-    return FrameDetector(model, tuple(manifest.classes), options, dev, cut, vid_stride), manifest
+        detector = _build_psla(model, manifest, options, dev, psla_options or {}, psla_weights)
+    elif method == "iff":
+        detector = _build_iff(model, manifest, options, dev, iff_options or {}, iff_weights)
+        detector.model.engine = onnx
+    else:
+        cut = CUT_THRESHOLD if cut_threshold is None else cut_threshold
+        detector = FrameDetector(model, tuple(manifest.classes), options, dev, cut, vid_stride)
+    detector.runtime = engine
+    return detector, manifest
 
 
 INFERENCE_PSLA_OPTIONS = ("key_interval", "max_displacement", "displacement_scaling", "use_rfu", "use_denseft", "psla_impl",

@@ -321,6 +321,7 @@ class IFFDetector(nn.Module):
         self.embeddings = embeddings
         self.temperature = Temperature() if config.learn_temperature else None
         self.config = config
+        self.engine = None  # inference only: a vidtag.models.runtime.OnnxNanoDet that runs N_m and the head instead of torch
 
     INFERENCE_FIELDS = ("window", "window_step", "cut_threshold", "self_prior", "lookalike_threshold", "clean_gate")
     """Config fields that may change after training (the modules do not depend on them)."""
@@ -340,6 +341,8 @@ class IFFDetector(nn.Module):
         """``N_m``: x (Tensor[B, 3, H, W]) -> neck output per level, Tensor[B, 128, H/s, W/s]."""
         if x.shape[-1] % 32 or x.shape[-2] % 32:
             raise ValueError(f"input H and W must be multiples of 32, got {tuple(x.shape[-2:])}")
+        if self.engine is not None:
+            return self.engine.neck(x)
         if self.detector.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.detector.neck(self.detector.backbone(x))
@@ -398,7 +401,7 @@ class IFFDetector(nn.Module):
 
     def predict(self, features: list[Tensor]) -> NanoDetOutput:
         """NanoDet's head on (aggregated) neck features."""
-        return self.detector.head(features)
+        return self.detector.head(features) if self.engine is None else self.engine.head(features)
 
     def head_features(self, features: list[Tensor]) -> list[Tensor]:
         """Each head level's 3x3-conv output on ``features`` (the distillation feature)."""

@@ -1,0 +1,145 @@
+"""NanoDet-g in torch, ONNX Runtime and OpenVINO on this CPU: speed and agreement.
+
+    python benchmarks/bench_runtime.py [--clip examples/pedestrians.mp4] [--frames 200] [--threads 2] [--repeats 5]
+
+The clip's frames are letterboxed once (``--imgsz`` 416) and run in batches
+of 8 by each runtime, interleaved ``--repeats`` times (network only:
+decoding and post-processing are the same for all).  Agreement with torch:
+the largest absolute difference of the class scores, and AP50 of each
+runtime's detections (default thresholds) against torch's boxes with score
+>= 0.4 as ground truth (pycocotools, every class present), the test the
+default runtime must pass at >= 0.99.  OpenVINO runs the shipped ONNX export
+(both parts) at f32 and, where the CPU has bf16 units, at bf16; it is measured only when
+the ``openvino`` package is installed (not a vidtag dependency).
+
+Writes ``benchmarks/results/runtime.json`` under ``--out`` (default: the repo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+BATCH = 8
+
+
+class _OpenVINO:
+    """The shipped ONNX export (backbone + neck, head) compiled by OpenVINO at one precision; called like NanoDet."""
+
+    def __init__(self, manifest, precision: str, threads: int):
+        import openvino as ov
+
+        from vidtag.models.nanodet import NanoDetConfig
+
+        core, export = ov.Core(), manifest.exports["onnxruntime"]
+        config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads}
+        self.features, self.head = (core.compile_model(core.read_model(str(manifest.weights_path.parent / export[part]["file"])),
+                                                       "CPU", config) for part in ("features", "head"))
+        self.strides = NanoDetConfig().strides
+
+    def __call__(self, x):
+        import torch
+
+        from vidtag.models.nanodet import NanoDetOutput
+
+        pyramid = self.features(x.contiguous().numpy())
+        levels = [np.asarray(pyramid[self.features.output(i)]) for i in range(3)]
+        out = self.head(levels)
+        cls_scores, box_dists = (torch.from_numpy(np.asarray(out[self.head.output(i)])) for i in range(2))
+        return NanoDetOutput(cls_scores, box_dists, tuple(p.shape[2:] for p in levels), tuple(self.strides))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clip", default=str(ROOT / "examples" / "pedestrians.mp4"))
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--imgsz", type=int, default=416)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=str(ROOT))
+    args = parser.parse_args()
+
+    import torch
+
+    from robustness import ap50, to_video_boxes
+    from vidtag.io.decode import iter_chunks
+    from vidtag.models.build import DetectOptions
+    from vidtag.models.nanodet import load_nanodet
+    from vidtag.models.preprocess import letterbox
+    from vidtag.models.runtime import OnnxNanoDet
+    from vidtag.weights import resolve_weights
+
+    torch.set_num_threads(args.threads)
+    manifest = resolve_weights("nanodet-g-coco")
+    frames = torch.cat([c.frames for c in iter_chunks(args.clip, chunk_size=BATCH)])[: args.frames]
+    batches = [letterbox(frames[s : s + BATCH], args.imgsz) for s in range(0, len(frames), BATCH)]
+    runtimes = {"torch (eager, channels-last)": load_nanodet(manifest), "onnxruntime": OnnxNanoDet(manifest, args.threads)}
+    try:
+        runtimes["openvino f32"] = _OpenVINO(manifest, "f32", args.threads)
+        import openvino as ov
+
+        if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            runtimes["openvino bf16"] = _OpenVINO(manifest, "bf16", args.threads)
+    except ImportError:
+        print("openvino is not installed: its rows are left out", file=sys.stderr)
+
+    options = DetectOptions()
+    outputs, seconds = {}, {name: [] for name in runtimes}
+    with torch.inference_mode():
+        for name, model in runtimes.items():  # warm-up, and the outputs compared below
+            outputs[name] = [model(x) for x, _ in batches]
+        for _ in range(args.repeats):
+            for name, model in runtimes.items():
+                t0 = time.perf_counter()
+                for x, _ in batches:
+                    model(x)
+                seconds[name].append(time.perf_counter() - t0)
+
+    classes = manifest.classes
+    reference = [d for out, (_, box) in zip(outputs["torch (eager, channels-last)"], batches) for d in options.postprocess(out, box)]
+    ids = range(len(reference))
+    gt = {"clip": to_video_boxes("clip", reference, classes, ids, min_score=0.4)}
+    rows = []
+    base = statistics.median(seconds["torch (eager, channels-last)"])
+    for name in runtimes:
+        dets = [d for out, (_, box) in zip(outputs[name], batches) for d in options.postprocess(out, box)]
+        diff = max(float((a.cls_scores - b.cls_scores).abs().max())
+                   for a, b in zip(outputs[name], outputs["torch (eager, channels-last)"]))
+        sec = statistics.median(seconds[name])
+        rows.append({"runtime": name, "frames_per_s": round(len(frames) / sec, 1), "speed_vs_torch": round(base / sec, 2),
+                     "max_abs_cls_diff": diff, "ap50_vs_torch": ap50(gt, {"clip": to_video_boxes("clip", dets, classes, ids)}, classes)})
+
+    command = "python benchmarks/bench_runtime.py " + " ".join(sys.argv[1:])
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    h, w = batches[0][0].shape[-2:]
+    print(f"Command: `{command.strip()}` (commit {commit}, {time.strftime('%Y-%m-%d')})")
+    print()
+    print(f"{len(frames)} frames of {Path(args.clip).name} at {w}x{h}, batch {BATCH}, {args.threads} threads, "
+          f"median of {args.repeats} interleaved passes.")
+    print()
+    print("| runtime | frames/s | vs torch | max abs class-score difference | AP50 against torch's boxes |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['runtime']} | {r['frames_per_s']:.1f} | {r['speed_vs_torch']:.2f}x | {r['max_abs_cls_diff']:.1e} | "
+              f"{100 * r['ap50_vs_torch']:.1f} |")
+    record = {"command": command.strip(), "commit": commit, "date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
+              "processor": platform.processor(), "threads": args.threads, "frames": len(frames), "rows": rows}
+    target = Path(args.out) / "benchmarks" / "results" / "runtime.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
