@@ -38,14 +38,18 @@ sys.path.insert(0, str(ROOT))
 
 STILL = ROOT.parent / "shared" / "stills" / "leuvenB.jpg"
 ALL_FORMATS = ["--format", "coco", "--format", "mot", "--format", "mot-json", "--format", "csv", "--format", "mp4"]
+COCO_ONLY = ["--link", "none", "--format", "coco"]
 SETTINGS = [
-    ("frame, torch", ["--runtime", "torch", "--link", "none", "--format", "coco"]),
-    ("frame, onnxruntime", ["--runtime", "onnxruntime", "--link", "none", "--format", "coco"]),
+    ("frame, torch", ["--runtime", "torch", *COCO_ONLY]),
+    ("frame, onnxruntime", ["--runtime", "onnxruntime", *COCO_ONLY]),
+    ("frame, openvino f32", ["--runtime", "openvino-f32", *COCO_ONLY]),
+    ("frame (default runtime)", COCO_ONLY),
     ("frame, torch, all formats + Seq-NMS+", ["--runtime", "torch", *ALL_FORMATS]),
-    ("frame, onnxruntime, all formats + Seq-NMS+", ["--runtime", "onnxruntime", *ALL_FORMATS]),
-    ("frame --vid-stride 2, onnxruntime", ["--vid-stride", "2", "--link", "none", "--format", "coco"]),
-    ("psla", ["--method", "psla", "--link", "none", "--format", "coco"]),
-    ("iff", ["--method", "iff", "--link", "none", "--format", "coco"]),
+    ("frame (default runtime), all formats + Seq-NMS+", ALL_FORMATS),
+    ("frame --vid-stride 2", ["--vid-stride", "2", *COCO_ONLY]),
+    ("psla", ["--method", "psla", *COCO_ONLY]),
+    ("iff, torch", ["--method", "iff", "--runtime", "torch", *COCO_ONLY]),
+    ("iff (default runtime)", ["--method", "iff", *COCO_ONLY]),
 ]
 WRAPPER = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
            "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode; "

@@ -9,8 +9,7 @@ the largest absolute difference of the class scores, and AP50 of each
 runtime's detections (default thresholds) against torch's boxes with score
 >= 0.4 as ground truth (pycocotools, every class present), the test the
 default runtime must pass at >= 0.99.  OpenVINO runs the shipped ONNX export
-(both parts) at f32 and, where the CPU has bf16 units, at bf16; it is measured only when
-the ``openvino`` package is installed (not a vidtag dependency).
+(both parts) at f32 and, where the CPU has bf16 units, at bf16.
 
 Writes ``benchmarks/results/runtime.json`` under ``--out`` (default: the repo).
 """
@@ -26,39 +25,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 BATCH = 8
-
-
-class _OpenVINO:
-    """The shipped ONNX export (backbone + neck, head) compiled by OpenVINO at one precision; called like NanoDet."""
-
-    def __init__(self, manifest, precision: str, threads: int):
-        import openvino as ov
-
-        from vidtag.models.nanodet import NanoDetConfig
-
-        core, export = ov.Core(), manifest.exports["onnxruntime"]
-        config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads}
-        self.features, self.head = (core.compile_model(core.read_model(str(manifest.weights_path.parent / export[part]["file"])),
-                                                       "CPU", config) for part in ("features", "head"))
-        self.strides = NanoDetConfig().strides
-
-    def __call__(self, x):
-        import torch
-
-        from vidtag.models.nanodet import NanoDetOutput
-
-        pyramid = self.features(x.contiguous().numpy())
-        levels = [np.asarray(pyramid[self.features.output(i)]) for i in range(3)]
-        out = self.head(levels)
-        cls_scores, box_dists = (torch.from_numpy(np.asarray(out[self.head.output(i)])) for i in range(2))
-        return NanoDetOutput(cls_scores, box_dists, tuple(p.shape[2:] for p in levels), tuple(self.strides))
 
 
 def main() -> None:
@@ -78,7 +50,7 @@ def main() -> None:
     from vidtag.models.build import DetectOptions
     from vidtag.models.nanodet import load_nanodet
     from vidtag.models.preprocess import letterbox
-    from vidtag.models.runtime import OnnxNanoDet
+    from vidtag.models.runtime import OnnxNanoDet, OpenVinoNanoDet
     from vidtag.weights import resolve_weights
 
     torch.set_num_threads(args.threads)
@@ -86,14 +58,10 @@ def main() -> None:
     frames = torch.cat([c.frames for c in iter_chunks(args.clip, chunk_size=BATCH)])[: args.frames]
     batches = [letterbox(frames[s : s + BATCH], args.imgsz) for s in range(0, len(frames), BATCH)]
     runtimes = {"torch (eager, channels-last)": load_nanodet(manifest), "onnxruntime": OnnxNanoDet(manifest, args.threads)}
-    try:
-        runtimes["openvino f32"] = _OpenVINO(manifest, "f32", args.threads)
-        import openvino as ov
-
-        if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            runtimes["openvino bf16"] = _OpenVINO(manifest, "bf16", args.threads)
-    except ImportError:
-        print("openvino is not installed: its rows are left out", file=sys.stderr)
+    runtimes["openvino f32"] = OpenVinoNanoDet(manifest, args.threads, precision="f32")
+    auto = OpenVinoNanoDet(manifest, args.threads)  # bf16 where the CPU has it
+    if auto.precision == "bf16":
+        runtimes["openvino bf16 (the default here)"] = auto
 
     options = DetectOptions()
     outputs, seconds = {}, {name: [] for name in runtimes}

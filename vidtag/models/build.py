@@ -191,14 +191,14 @@ def build_detector(
             (0: off); None keeps the default (PSLA / IFF: their modules' config).
         vid_stride: ``method="frame"`` only: run the network on every
             ``vid_stride``-th frame and hold its boxes between (:mod:`vidtag.stride`).
-        runtime: what runs the network (:mod:`vidtag.models.runtime`): ``"auto"``,
-            ``"torch"`` or ``"onnxruntime"``; the detector's ``runtime`` says which ran.
+        runtime: what runs the network, one of :data:`vidtag.models.runtime.RUNTIMES`;
+            the detector's ``runtime`` says which runs (e.g. ``"openvino (bf16)"``).
 
     Returns:
         (detector, manifest): the detector and the manifest of its weights.
     """
     from vidtag.models.nanodet import load_nanodet
-    from vidtag.models.runtime import OnnxNanoDet, resolve_runtime
+    from vidtag.models.runtime import load_engine, resolve_runtime
     from vidtag.weights import resolve_detector_weights
 
     if method not in METHODS:
@@ -213,9 +213,9 @@ def build_detector(
         raise ValueError(f"PSLA options {sorted(psla_options)} given for method {method!r}" if psla_options else f"IFF options {sorted(iff_options)} given for method {method!r}")
     dev = device if isinstance(device, torch.device) else select_device(device)
     manifest = resolve_detector_weights(weights or "nanodet-g-coco")
-    engine = resolve_runtime(runtime, method, dev, manifest)  # "onnxruntime": frame and iff only
-    onnx = OnnxNanoDet(manifest) if engine == "onnxruntime" else None
-    model = onnx if method == "frame" and onnx is not None else load_nanodet(manifest).to(dev).eval()
+    engine = resolve_runtime(runtime, method, dev, manifest)  # an exported runtime: frame and iff only
+    exported = None if engine == "torch" else load_engine(engine, manifest)
+    model = exported if method == "frame" and exported is not None else load_nanodet(manifest).to(dev).eval()
     if cut_threshold is not None:
         if method == "psla":
             psla_options = {**(psla_options or {}), "cut_threshold": cut_threshold}
@@ -225,11 +225,11 @@ def build_detector(
         detector = _build_psla(model, manifest, options, dev, psla_options or {}, psla_weights)
     elif method == "iff":
         detector = _build_iff(model, manifest, options, dev, iff_options or {}, iff_weights)
-        detector.model.engine = onnx
+        detector.model.engine = exported
     else:
         cut = CUT_THRESHOLD if cut_threshold is None else cut_threshold
         detector = FrameDetector(model, tuple(manifest.classes), options, dev, cut, vid_stride)
-    detector.runtime = engine
+    detector.runtime = "torch" if exported is None else exported.runtime
     return detector, manifest
 
 
