@@ -90,6 +90,7 @@ def test_info_and_models(clip_with_audio):
     assert result.exit_code == 0 and "160" in result.output and "has_audio" in result.output
     result = invoke("models")
     assert result.exit_code == 0 and "nanodet-g-coco" in result.output
+    assert "nanodet-g-coco.features.onnx" in result.output and "runs OpenVINO" in result.output
 
 
 def test_classes_filter(tmp_path, clip_with_audio):

@@ -590,8 +590,9 @@ def _manifest_table(m, table_class):
         "measured": ", ".join(f"{k}: {v}" for k, v in (m.parity or {}).items() if not isinstance(v, (dict, list))),
     }
     if m.kind == "detector":
-        exported = ", ".join(f"{name} ({e['file']})" for name, e in (m.exports or {}).items())
-        rows["runtimes"] = "torch" + (f"; exported for openvino and onnxruntime ({exported}): --runtime auto runs OpenVINO for --method frame and iff on the CPU" if exported else "")
+        export = (m.exports or {}).get("onnxruntime")
+        files = ", ".join(export[part]["file"] for part in ("features", "head")) if export else ""
+        rows["runtimes"] = "torch" + (f"; openvino and onnxruntime ({files}): --runtime auto runs OpenVINO for --method frame and iff on the CPU" if files else "")
     if m.kind != "detector":
         rows["use"] = f"--method {m.kind} --{m.kind}-weights {m.manifest_path.name}"
     data = (m.training or {}).get("data") or []

@@ -2,21 +2,24 @@
 
 Backends
 --------
-* **decord** decodes every file without rotation metadata: ``get_batch`` over
+* **PyAV** decodes whole videos on the CPU, in the calling thread (FFmpeg's
+  own frame threads aside), one chunk at a time: memory is one chunk and
+  the decoder's few reference frames, however slowly the chunks are
+  consumed.  decord decodes ahead on a thread of its own and keeps what it
+  decoded until it is asked for, so behind a detector slower than decoding
+  its memory grows with the lead (``benchmarks/bench_e2e.py`` prints the
+  peak memory of whole runs).
+  PyAV also decodes files whose display matrix rotates them: decord2 3.4
+  turns such files itself and gets it wrong (for 90/270 degrees ``next()``
+  returns a garbled 4-channel frame and ``get_batch`` fails with "The size
+  must exactly match"; for 180 degrees it rotates, which would double-rotate
+  with ours).  PyAV returns the coded frames and :func:`iter_chunks` turns
+  them with ``torch.rot90``.
+* **decord** decodes a part (``--start/--end``: it seeks by its packet
+  index) and decodes on the GPU when its build has CUDA: ``get_batch`` over
   consecutive index ranges, handed to torch through decord's native DLPack
-  bridge (zero copy).  On vtest.avi (768x576, 2 cores) that measured about
-  700-1100 frames/s against 300-800 for ``.asnumpy()`` + ``torch.from_numpy``,
-  which copies every chunk once more; ``next()`` frame by frame was no faster.
-  Resident memory stays flat over a 3000-frame clip: decord keeps only its
-  packet index and a timestamp table, and each chunk is a fresh tensor.
-  When decord returns nothing at all for a file it opened (seen with short
-  MPEG-TS files with B-frames) the PyAV backend takes over.
-* **PyAV** decodes files whose display matrix rotates them.  decord2 3.4 turns
-  such files itself and gets it wrong: for 90/270 degrees ``next()`` returns a
-  garbled 4-channel frame and ``get_batch`` fails with "The size must exactly
-  match"; for 180 degrees it rotates, which would double-rotate with ours.
-  PyAV returns the coded frames and :func:`iter_chunks` turns them with
-  ``torch.rot90``.
+  bridge (zero copy).  When decord returns nothing at all for a file it
+  opened (seen with short MPEG-TS files with B-frames) PyAV takes over.
 
 Both backends give the same frames and timestamps (a test checks it).
 ``probe`` counts frames with decord for every file (its count is read from the
@@ -443,7 +446,7 @@ def iter_chunks(
 
 
 def _iter_chunks(path: Path, info: VideoInfo, chunk_size: int, device: str, span: Span | None = None) -> Iterator[FrameChunk]:
-    if info.rotation:
+    if info.rotation or (span is None and device == "cpu"):
         yield from _clip_to_span(_chunks_pyav(path, info, chunk_size, device), span, path)
         return
     yielded = False
