@@ -98,8 +98,11 @@ def detect_video(
 ) -> VideoDetections:
     """Decode ``path`` in chunks of ``batch`` frames, detect, then link.
 
-    With ``keep_frames``, a video whose frames fit in FRAME_CACHE_BYTES keeps
-    them in ``result.frames`` for the render pass.  With ``span``
+    A whole video decoded on the CPU is decoded straight to the network's
+    input size (``iter_chunks(size=)``); otherwise (a span, a rotated video,
+    decoding on CUDA, or a detector without ``options``) frames come at full
+    size, and with ``keep_frames`` a video whose frames fit in
+    FRAME_CACHE_BYTES keeps them in ``result.frames`` for the render pass.  With ``span``
     (:class:`vidtag.io.decode.Span`) only its frames are decoded and detected.
 
     Raises:
@@ -116,8 +119,17 @@ def detect_video(
     detections: list[Detections] = []
     first_frame: list[int] = []
     frame_bytes = info.width * info.height * 3
+    # whole videos on the CPU decode straight to the network's size (nothing else reads the
+    # frames: the annotated MP4 decodes again), so every format comes from the same boxes
+    options = getattr(detector, "options", None)
+    scaled = options is not None and decode_device == "cpu" and span is None and not info.rotation
     fits = frame_bytes * info.num_frames <= FRAME_CACHE_BYTES
-    cache: list | None = [] if keep_frames and fits and decode_device == "cpu" else None
+    cache: list | None = [] if keep_frames and fits and decode_device == "cpu" and not scaled else None
+    size = None
+    if scaled:
+        from vidtag.models.preprocess import plan_letterbox
+
+        size = plan_letterbox((info.width, info.height), options.imgsz)[1]  # the network input without its padding
 
     def recorded(chunks):
         for chunk in chunks:
@@ -129,7 +141,8 @@ def detect_video(
             yield chunk
 
     chunk_size = max(1, min(batch, DECODE_CHUNK_BYTES // max(frame_bytes, 1)))
-    chunks = prefetch(iter_chunks(path, chunk_size=chunk_size, device=decode_device, info=info, span=span), depth=2, name="decode")
+    chunks = prefetch(iter_chunks(path, chunk_size=chunk_size, device=decode_device, info=info, span=span, size=size),
+                      depth=2, name="decode")
     total = info.num_frames
     try:
         for dets in detector.run(recorded(chunks)):

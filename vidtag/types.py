@@ -98,11 +98,15 @@ class FrameChunk:
         frames: uint8 tensor [B, H, W, 3], RGB, rotation applied; a torch tensor
             on the decode device.
         timestamps (float64[B]): presentation time of each frame in seconds.
+        source_size ((int, int) | None): the video's (width, height) when the
+            decoder scaled ``frames`` down to the network's input size
+            (``iter_chunks(size=)``); None when ``frames`` are the video's size.
     """
 
     start: int
     frames: object
     timestamps: np.ndarray
+    source_size: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.timestamps)

@@ -408,6 +408,7 @@ def iter_chunks(
     device: str = "cpu",
     info: VideoInfo | None = None,
     span: Span | None = None,
+    size: tuple[int, int] | None = None,
 ) -> Iterator[FrameChunk]:
     """Stream a video (or the frames of ``span``) as consecutive chunks of frames.
 
@@ -421,6 +422,11 @@ def iter_chunks(
         chunk_size: frames per chunk (the last chunk may be shorter).
         device: ``"cpu"`` or ``"cuda[:N]"``; see :func:`decode_backend`.
         info: the result of :func:`probe` for ``path`` (probed when None).
+        size: (width, height) smaller than the video's to decode straight to
+            (FFmpeg's bilinear scaler), where the PyAV backend decodes
+            the whole video without rotation; the chunks then carry the
+            video's size in ``source_size``.  Elsewhere frames come at the
+            video's size (``source_size`` None).
 
     Yields:
         FrameChunk: ``frames`` uint8 tensor [B, H, W, 3] RGB on ``device``,
@@ -442,12 +448,15 @@ def iter_chunks(
     path = Path(path)
     info = info or probe(path)
     _parse_device(device)
-    return _iter_chunks(path, info, chunk_size, str(device), span)
+    return _iter_chunks(path, info, chunk_size, str(device), span, size)
 
 
-def _iter_chunks(path: Path, info: VideoInfo, chunk_size: int, device: str, span: Span | None = None) -> Iterator[FrameChunk]:
+def _iter_chunks(path: Path, info: VideoInfo, chunk_size: int, device: str, span: Span | None = None,
+                 size: tuple[int, int] | None = None) -> Iterator[FrameChunk]:
     if info.rotation or (span is None and device == "cpu"):
-        yield from _clip_to_span(_chunks_pyav(path, info, chunk_size, device), span, path)
+        smaller = size is not None and tuple(size) != (info.width, info.height) and size[0] <= info.width and size[1] <= info.height
+        scaled = tuple(size) if smaller and not info.rotation else None
+        yield from _clip_to_span(_chunks_pyav(path, info, chunk_size, device, scaled), span, path)
         return
     yielded = False
     try:
@@ -482,7 +491,8 @@ def _clip_to_span(chunks: Iterator[FrameChunk], span: Span | None, path: Path) -
                 rows = np.flatnonzero(keep)
                 a, b = int(rows[0]), int(rows[-1]) + 1
                 found = True
-                yield FrameChunk(start=chunk.start + a, frames=chunk.frames[a:b], timestamps=stamps[a:b].copy())
+                yield FrameChunk(start=chunk.start + a, frames=chunk.frames[a:b], timestamps=stamps[a:b].copy(),
+                                 source_size=chunk.source_size)
             elif found:
                 return
     finally:
@@ -644,8 +654,8 @@ def _first_bad_frame(path: Path, start: int, stop: int) -> int:
     return start
 
 
-def _chunks_pyav(path: Path, info: VideoInfo, chunk_size: int, device: str):
-    """Decode with PyAV (coded frames) and rotate; see the module doc."""
+def _chunks_pyav(path: Path, info: VideoInfo, chunk_size: int, device: str, size: tuple[int, int] | None = None):
+    """Decode with PyAV (coded frames) and rotate, or scale to ``size`` (no rotation); see the module doc."""
     import av
     import torch
 
@@ -660,6 +670,9 @@ def _chunks_pyav(path: Path, info: VideoInfo, chunk_size: int, device: str):
         stream.thread_type = "AUTO"
         start_pts = stream.start_time or 0
         h, w = (info.width, info.height) if info.rotation in (90, 270) else (info.height, info.width)
+        scale = {} if size is None else {"width": size[0], "height": size[1], "interpolation": "BILINEAR"}
+        if size is not None:
+            w, h = size
         index = 0
         frames = np.empty((min(chunk_size, n), h, w, 3), np.uint8)
         times = np.empty(len(frames), np.float64)
@@ -676,7 +689,7 @@ def _chunks_pyav(path: Path, info: VideoInfo, chunk_size: int, device: str):
                     path, f"cannot decode frame {index} of {n}: file truncated or corrupt ({_one_line(err)})"
                 ) from None
             k = index % chunk_size
-            frames[k] = frame.to_ndarray(format="rgb24")
+            frames[k] = frame.to_ndarray(format="rgb24", **scale)
             if frame.pts is not None and frame.time_base is not None:
                 times[k] = float((frame.pts - start_pts) * frame.time_base)
             else:
@@ -684,6 +697,7 @@ def _chunks_pyav(path: Path, info: VideoInfo, chunk_size: int, device: str):
             index += 1
             if k == len(frames) - 1 or index == n:
                 batch = rotate_frames(torch.from_numpy(frames[: k + 1]), info.rotation).to(target)
-                yield FrameChunk(start=index - k - 1, frames=batch, timestamps=times[: k + 1].copy())
+                yield FrameChunk(start=index - k - 1, frames=batch, timestamps=times[: k + 1].copy(),
+                                 source_size=None if size is None else (info.width, info.height))
                 frames = np.empty((min(chunk_size, n - index), h, w, 3), np.uint8)
                 times = np.empty(len(frames), np.float64)

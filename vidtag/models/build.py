@@ -94,12 +94,14 @@ class FrameDetector:
         return [self._detected[i] for i in self.shots.starts]
 
     @torch.inference_mode()
-    def detect_frames(self, frames: torch.Tensor, shots: ShotBoundaries | None = None) -> list[Detections]:
+    def detect_frames(self, frames: torch.Tensor, shots: ShotBoundaries | None = None,
+                      source_wh: tuple[int, int] | None = None) -> list[Detections]:
         """frames (uint8 Tensor[B, H, W, 3], RGB) -> B Detections in source pixels;
-        ``shots`` (the video's, when given) sees the frames too."""
+        ``shots`` (the video's, when given) sees the frames too; ``source_wh``: the
+        video's size when the decoder scaled the frames down (``FrameChunk.source_size``)."""
         from vidtag.models.preprocess import letterbox
 
-        x, box_map = letterbox(frames.to(self.device, non_blocking=True), self.options.imgsz)
+        x, box_map = letterbox(frames.to(self.device, non_blocking=True), self.options.imgsz, source_wh)
         if shots is not None:
             shots.push(x, box_map)
         return self.options.postprocess(self.model(x), box_map)
@@ -109,7 +111,7 @@ class FrameDetector:
         self.shots = ShotBoundaries(self.cut_threshold, self.options.imgsz)
         if self.vid_stride == 1:
             for chunk in chunks:
-                yield from self.detect_frames(chunk.frames, self.shots)
+                yield from self.detect_frames(chunk.frames, self.shots, chunk.source_size)
             return
         from vidtag.stride import is_detected
 
@@ -118,7 +120,7 @@ class FrameDetector:
         t = 0  # index of the chunk's first frame in the video
         for chunk in chunks:
             rows = [i for i in range(len(chunk)) if is_detected(t + i, self.vid_stride)]
-            found = iter(self.detect_frames(chunk.frames[rows], self.shots) if rows else ())
+            found = iter(self.detect_frames(chunk.frames[rows], self.shots, chunk.source_size) if rows else ())
             self._detected.extend(t + i for i in rows)
             for i in range(len(chunk)):
                 if i in rows:

@@ -582,7 +582,7 @@ class IFFVideoDetector:
                 shape = tuple(frames.shape[1:])
             elif tuple(frames.shape[1:]) != shape:
                 raise ValueError(f"frame size changed within a video: {shape} -> {tuple(frames.shape[1:])}")
-            x, box = letterbox(frames, self.options.imgsz)
+            x, box = letterbox(frames, self.options.imgsz, chunk.source_size)
             self.shots.push(x, box)
             if self.model.config.lookalike_threshold > 0:
                 start = ring.next_index

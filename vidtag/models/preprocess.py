@@ -87,13 +87,18 @@ def plan_letterbox(source_wh: tuple[int, int], imgsz: int = 416) -> tuple[Letter
     return Letterbox(scale, pad_x, pad_y, (width, height), (input_w, input_h)), (resized_w, resized_h)
 
 
-def letterbox(frames: Tensor, imgsz: int = 416) -> tuple[Tensor, Letterbox]:
+def letterbox(frames: Tensor, imgsz: int = 416, source_wh: tuple[int, int] | None = None) -> tuple[Tensor, Letterbox]:
     """Resize, normalise and pad a batch of RGB frames for NanoDet.
 
     Args:
         frames (Tensor[B, H, W, 3] uint8): RGB frames on any device.
         imgsz (int): length of the longest side in the input, a positive
             multiple of 32.
+        source_wh: the video's (width, height) when the decoder already
+            scaled ``frames`` to the resized size :func:`plan_letterbox` gives
+            for it (they are then only normalised and padded, and the
+            letterbox maps boxes to the video's pixels); None: ``frames`` are
+            the video's size.
 
     Returns:
         (inputs, letterbox): ``inputs`` Tensor[B, 3, h, w] float32 on the
@@ -106,12 +111,16 @@ def letterbox(frames: Tensor, imgsz: int = 416) -> tuple[Tensor, Letterbox]:
         floats.
 
     Raises:
-        ValueError: bad imgsz, or frames not [B, H, W, 3] uint8.
+        ValueError: bad imgsz, frames not [B, H, W, 3] uint8, or frames of
+            neither the source size nor its resized size.
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
         raise ValueError(f"frames must be uint8 [B, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
     batch, height, width, _ = frames.shape
-    box, (resized_w, resized_h) = plan_letterbox((width, height), imgsz)
+    box, (resized_w, resized_h) = plan_letterbox(source_wh or (width, height), imgsz)
+    if (width, height) not in ((resized_w, resized_h), box.source):
+        raise ValueError(f"frames of {width}x{height} are neither the source size {box.source[0]}x{box.source[1]} "
+                         f"nor its resized size {resized_w}x{resized_h}")
 
     x = frames.permute(0, 3, 1, 2)  # RGB NHWC viewed as channels-last NCHW
     if frames.device.type != "cpu":

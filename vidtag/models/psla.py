@@ -802,6 +802,7 @@ class _VideoState:
     pending: list[Tensor] = field(default_factory=list)  # frames of the current segment, uint8 [H, W, 3]
     next_start: int = 0  # index of the first pending frame
     source_shape: tuple[int, ...] | None = None
+    source_wh: tuple[int, int] | None = None  # the video's size when the decoder scaled the frames (FrameChunk.source_size)
     max_pending: int = 0  # most frames ever buffered (tests check the bound)
     key_frames: list[int] = field(default_factory=list)  # key frames run so far, in order
     promoted: list[int] = field(default_factory=list)  # non-key frames run as key frames (PSLAConfig.promote_below)
@@ -861,6 +862,7 @@ class PSLAVideoDetector:
         interval = self.model.config.key_interval
         for chunk in chunks:
             frames = torch.as_tensor(chunk.frames)
+            self.state.source_wh = chunk.source_size
             for frame in frames:
                 self.state.pending.append(frame)
                 self.state.max_pending = max(self.state.max_pending, len(self.state.pending))
@@ -888,7 +890,7 @@ class PSLAVideoDetector:
         start, n = state.next_start, len(frames)
         state.pending, state.next_start = [], start + n
 
-        x, box = letterbox(frames, self.options.imgsz)
+        x, box = letterbox(frames, self.options.imgsz, state.source_wh)
         if state.shots is None:
             state.shots = ShotBoundaries(self.model.config.cut_threshold, self.options.imgsz)
         shot_starts = state.shots.push(x, box)
