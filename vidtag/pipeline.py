@@ -40,6 +40,10 @@ DECODE_CHUNK_BYTES = 128 << 20
 """Most bytes of decoded frames in one chunk: very large frames get smaller
 chunks than ``--batch`` so memory stays bounded."""
 
+RENDER_CHUNK_BYTES = 16 << 20
+"""Most bytes of full-size frames in one chunk of the render pass (which only
+draws and encodes them one by one): 5 frames of 720p, 1 of 4K."""
+
 
 @dataclass
 class VideoDetections:
@@ -272,7 +276,9 @@ def render_video(
         chunks = iter(frames)
     else:
         span = None if whole else Span((first_frame, "f"), (first_frame + total, "f"))
-        chunks = prefetch(iter_chunks(info.path, chunk_size=batch, device="cpu", info=info, span=span), depth=2, name="render-decode")
+        chunk_size = max(1, min(batch, RENDER_CHUNK_BYTES // max(info.width * info.height * 3, 1)))
+        chunks = prefetch(iter_chunks(info.path, chunk_size=chunk_size, device="cpu", info=info, span=span), depth=1,
+                          name="render-decode")
     try:
         with open_sink("mp4", path, meta, audio_source=audio, **({"style": style} if style is not None else {})) as sink:
             done = 0
