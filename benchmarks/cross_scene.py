@@ -77,6 +77,7 @@ SYNTH_SIZE = (640, 480)
 SEED = 1000  # degradation seed of the first clip (benchmark seeds are 1000-1999)
 SYNTH_SEED = 2000  # motion seed of the first synthetic clip
 MIN_CLASS_BOXES = 10
+RUNTIME = "torch"  # accuracy rows on one engine, the reference (psla has no other); the --e2e rows run vidtag detect's default
 PSEUDO_GT_SCORE = 0.4
 BATCH = 8
 GRID = [dict(appearance_temperature=t, appearance_prior=p, use_rfu=rfu, two_sided=two)
@@ -150,9 +151,9 @@ def build(spec: dict):
 
     options = {k: v for k, v in spec.items() if k not in ("method", "label", "psla_weights")}
     if spec["method"] == "frame":
-        return build_detector("frame", device="cpu", vid_stride=options.get("vid_stride", 1))[0]
+        return build_detector("frame", device="cpu", vid_stride=options.get("vid_stride", 1), runtime=RUNTIME)[0]
     if spec["method"] == "iff":
-        return build_detector("iff", device="cpu", iff_options=options or None)[0]
+        return build_detector("iff", device="cpu", iff_options=options or None, runtime=RUNTIME)[0]
     return build_detector("psla", device="cpu", psla_options=options, psla_weights=spec.get("psla_weights"))[0]
 
 

@@ -108,6 +108,7 @@ BENCH_SEED = 1000
 RESERVED_SEEDS = (1000, 1999)  # inclusive; training must not use these
 DEGRADED_FRACTION = 0.4
 BURST = (3, 8)
+RUNTIME = "torch"  # every method on one engine, the reference (psla has no other); vidtag detect's default is in bench_runtime.py
 PSEUDO_GT_SCORE = 0.4
 MIN_CLASS_BOXES = 20  # a class enters the AP50 mean with at least this many pseudo-GT boxes in the scope (docstring)
 CANDIDATE_METHODS = ("frame", "psla", "iff")
@@ -337,7 +338,7 @@ def build_variant(spec: str, options, device):
 
     base, variant = parse_variant(spec)
     if base != "iff":
-        return build_detector(base, None, options, device, variant or None)[0]
+        return build_detector(base, None, options, device, variant or None, runtime=RUNTIME)[0]
     weights = None
     if variant.pop("trl", True) is False:  # the same module trained without TRL: '-notrl' before '-nanodet-g'
         weights = default_weights_dir() / IFF_WEIGHTS[variant.get("module", "advanced")].replace("-nanodet-g", "-notrl-nanodet-g")
@@ -346,7 +347,7 @@ def build_variant(spec: str, options, device):
         if weights is not None:
             raise SystemExit(f"setting {spec!r}: modules= names its own weights; it cannot be combined with trl=0")
         weights = default_weights_dir() / f"iff-{recipe}-nanodet-g.json"
-    return build_detector(base, None, options, device, iff_options=variant or None, iff_weights=weights)[0]
+    return build_detector(base, None, options, device, iff_options=variant or None, iff_weights=weights, runtime=RUNTIME)[0]
 
 
 def parse_settings(text: str | None, available, ablation: bool = False, iff_curve: bool = False) -> tuple[list[tuple[str, str]], list[str]]:
@@ -832,7 +833,7 @@ def main() -> None:
     # Diagnostic: linking only rescores the boxes the detector kept; how many more would a lower conf keep?
     if args.diag_conf and ("frame", "seqnms+") in settings:
         low_options = DetectOptions(conf=args.diag_conf)
-        low_detector, _ = build_detector("frame", None, low_options, args.device)
+        low_detector, _ = build_detector("frame", None, low_options, args.device, runtime=RUNTIME)
         low, low_s, low_max, low_shots = {}, 0.0, 0, {}
         for c in clips:
             low[c.clip.name], secs, low_shots[c.clip.name] = run_model(low_detector, c, True)

@@ -63,7 +63,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     clips = [bench.HeldOutClip(c, k, Path(args.footage), args.seed, None, part="training") for k, c in enumerate(bench.CLIPS)]
-    frame, _ = build_detector("frame", device="cpu")
+    frame, _ = build_detector("frame", device="cpu", runtime="torch")  # psla runs in torch: compare like with like
     classes = frame.classes
     gt, gt_deg = {}, {}
     for c in clips:
