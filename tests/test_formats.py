@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +115,7 @@ def test_coco_layout_and_pycocotools(tmp_path):
     assert len(data["images"]) == 12
     im = data["images"][5]
     assert im == {
-        "id": 6, "video_id": 1, "frame_id": 5, "file_name": "clip_01/000005",
+        "id": 6, "video_id": 1, "frame_id": 5, "file_name": "clip_01/000005.jpg",
         "width": 640, "height": 360, "timestamp": 0.2,
     }
     n_boxes = sum(len(d) for _, _, d in frames)
@@ -441,3 +442,28 @@ def test_unknown_format(tmp_path):
     with pytest.raises(ValueError, match="unknown output format"):
         open_sink("yaml", tmp_path / "a", make_meta())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_coco_weights_get_cocos_official_category_ids_everywhere(tmp_path):
+    """COCO's 80 classes number 1-90 with gaps (stop sign 13, toothbrush 90) in the COCO,
+    MOT JSON and CSV files alike; the COCO file reads back to the model's class indices."""
+    from vidtag.coco_classes import COCO_CLASSES
+    from vidtag.formats.coco import from_coco
+
+    meta = replace(make_meta(2), classes=COCO_CLASSES)
+    labels = np.array([COCO_CLASSES.index(c) for c in ("person", "stop sign", "toothbrush")])
+    dets = Detections(np.array([[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 70]], float), np.array([0.9, 0.8, 0.7]),
+                      labels, np.array([1, 2, 3]))
+    frames = [(0, 0.0, dets), (1, 0.04, dets)]
+    for fmt in ("coco", "mot-json", "csv"):
+        (tmp_path / fmt).mkdir()
+    coco = strict_json(write_through_sink("coco", tmp_path / "coco", meta, frames))
+    ids = {c["name"]: c["id"] for c in coco["categories"]}
+    assert (ids["person"], ids["stop sign"], ids["parking meter"], ids["dining table"], ids["toothbrush"]) == (1, 13, 14, 67, 90)
+    assert [a["category_id"] for a in coco["annotations"][:3]] == [1, 13, 90]
+    mot = strict_json(write_through_sink("mot-json", tmp_path / "mot-json", meta, frames))
+    assert [it["category_id"] for it in mot[:3]] == [1, 13, 90]
+    table = pd.read_csv(write_through_sink("csv", tmp_path / "csv", meta, frames))
+    assert table["class_id"].tolist()[:3] == [1, 13, 90]
+    _, back, _ = from_coco(coco)
+    np.testing.assert_array_equal(back[0].labels, labels)

@@ -6,13 +6,14 @@ File layout (``<stem>.coco.json``)::
     videos:      [{id: 1, name, width, height, fps, num_frames}]
     images:      [{id, video_id, frame_id, file_name, width, height, timestamp}]
                  one per frame; id = frame_id + 1; frame_id from 0;
-                 file_name = "<stem>/<frame_id:06d>"; timestamp in seconds
+                 file_name = "<stem>/<frame_id:06d>.jpg"; timestamp in seconds
     annotations: [{id, image_id, video_id, category_id, bbox: [x, y, w, h],
                    area, iscrowd: 0, score, instance_id, attributes: {track_id}}]
                  id from 1; bbox in source pixels, top-left origin;
                  instance_id / attributes.track_id: the linked track (from 1),
                  present only when linking ran and the box is linked
-    categories:  [{id, name, supercategory}], id = model class index + 1
+    categories:  [{id, name, supercategory}]; id: COCO's official id for COCO's
+                 80 classes (vidtag.coco_classes), the class index + 1 otherwise
 
 Numbers are plain floats rounded to 0.01 px (bbox, area), 1e-4 (score) and
 1 us (timestamp).  The file loads with ``pycocotools.coco.COCO``; use
@@ -26,10 +27,11 @@ import contextlib
 import io
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
+from vidtag.coco_classes import category_ids
 from vidtag.formats.base import (
     PIXEL_DECIMALS,
     SCORE_DECIMALS,
@@ -54,14 +56,15 @@ def image_id(frame_idx: int) -> int:
     return int(frame_idx) + 1
 
 
-def category_id(label: int) -> int:
-    """COCO category id of a model class index: index + 1 (ids from 1)."""
-    return int(label) + 1
+def category_id(label: int, classes: Sequence[str]) -> int:
+    """Category id of model class index ``label`` of ``classes`` (:func:`vidtag.coco_classes.category_ids`)."""
+    return category_ids(classes)[int(label)]
 
 
 def file_name(stem: str, frame_idx: int) -> str:
-    """``<stem>/<frame_idx:06d>``, the CocoVID image name of a frame."""
-    return f"{stem}/{int(frame_idx):06d}"
+    """``<stem>/<frame_idx:06d>.jpg``, the CocoVID image name of a frame (where
+    ``vidtag export --to coco-images`` writes it)."""
+    return f"{stem}/{int(frame_idx):06d}.jpg"
 
 
 def json_safe(value):
@@ -81,6 +84,7 @@ def to_coco(meta: VideoMeta, frames: Iterable[FrameRecord]) -> dict:
         dict ready for ``json.dump``: only plain ints, floats, strings.
     """
     frames = check_frames(meta, frames)
+    ids = category_ids(meta.classes)
     images = []
     annotations = []
     for frame_idx, timestamp, dets in frames:
@@ -104,7 +108,7 @@ def to_coco(meta: VideoMeta, frames: Iterable[FrameRecord]) -> dict:
                 "id": len(annotations) + 1,
                 "image_id": img_id,
                 "video_id": VIDEO_ID,
-                "category_id": category_id(dets.labels[i]),
+                "category_id": ids[int(dets.labels[i])],
                 "bbox": bbox,
                 "area": round_float(max(bbox[2], 0.0) * max(bbox[3], 0.0), PIXEL_DECIMALS),
                 "iscrowd": 0,
@@ -130,7 +134,7 @@ def to_coco(meta: VideoMeta, frames: Iterable[FrameRecord]) -> dict:
         "images": images,
         "annotations": annotations,
         "categories": [
-            {"id": category_id(i), "name": name, "supercategory": SUPERCATEGORY}
+            {"id": ids[i], "name": name, "supercategory": SUPERCATEGORY}
             for i, name in enumerate(meta.classes)
         ],
     }
@@ -147,7 +151,8 @@ def from_coco(data: dict) -> tuple[VideoMeta, list[Detections], np.ndarray]:
     Returns:
         meta: rebuilt from ``videos[0]``, ``categories`` (sorted by id) and ``info``.
         dets: one :class:`Detections` per image, in ``frame_id`` order; labels
-            are category positions (id - 1 for files vidtag wrote).  When any
+            are category positions in id order (the model's class indices for
+            files vidtag wrote).  When any
             annotation has ``instance_id`` every frame gets ``track_ids`` (-1
             for boxes without one); otherwise ``track_ids`` is None.
         timestamps (float64[F]): each image's ``timestamp`` (``frame_id / fps``

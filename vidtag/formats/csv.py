@@ -9,9 +9,10 @@ Columns, in this order::
 - ``time_s`` (float): the frame's presentation time in seconds (1 us).
 - ``track_id`` (nullable int): linked track from 1; empty when the box is not
   linked or no linking ran.
-- ``class_id`` (int): the **COCO category id**, i.e. model class index + 1,
-  the same number as ``category_id`` in the ``.coco.json`` and ``.mot.json``
-  files of the same run, so the three files join on it.
+- ``class_id`` (int): the **COCO category id** (COCO's official id for the
+  80 COCO classes, otherwise the model class index + 1), the same number as
+  ``category_id`` in the ``.coco.json`` and ``.mot.json`` files of the same
+  run, so the three files join on it.
 - ``class_name`` (str): the class name.
 - ``score`` (float): confidence, 1e-4.
 - ``x1, y1, x2, y2`` (float): box corners in source pixels, top-left origin,
@@ -100,7 +101,7 @@ def to_dataframe(meta: VideoMeta, frames: Iterable[FrameRecord]) -> pd.DataFrame
             "frame": frame_col,
             "time_s": np.round(time_col, TIME_DECIMALS) + 0.0,
             "track_id": pd.array(np.where(linked, tracks, 0), dtype="Int64"),
-            "class_id": np.array([category_id(l) for l in labels], dtype=np.int64),
+            "class_id": np.array([category_id(l, meta.classes) for l in labels], dtype=np.int64),
             "class_name": pd.Series(classes[labels] if len(labels) else [], dtype=str),
             "score": np.round(scores, SCORE_DECIMALS) + 0.0,
             "x1": boxes[:, 0],

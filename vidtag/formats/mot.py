@@ -17,8 +17,8 @@ then track::
     {video_id: 1, image_id, frame_id, track_id, category_id, category,
      bbox: [x, y, w, h], score}
 
-``image_id`` / ``category_id`` are the ids of the COCO file (frame index + 1,
-class index + 1), ``frame_id`` the frame index from 0, ``category`` the class
+``image_id`` / ``category_id`` are the ids of the COCO file (frame index + 1;
+:func:`vidtag.coco_classes.category_ids`), ``frame_id`` the frame index from 0, ``category`` the class
 name.  The array is also a COCO results list (``COCO.loadRes``).
 """
 
@@ -84,7 +84,7 @@ def to_mot_json(meta: VideoMeta, frames: Iterable[FrameRecord]) -> list[dict]:
                 "image_id": image_id(frame_idx),
                 "frame_id": int(frame_idx),
                 "track_id": track,
-                "category_id": category_id(label),
+                "category_id": category_id(label, meta.classes),
                 "category": meta.classes[label],
                 "bbox": [round_float(v, PIXEL_DECIMALS) for v in xywh],
                 "score": round_float(score, SCORE_DECIMALS),
