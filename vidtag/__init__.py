@@ -2,16 +2,31 @@
 
 The data flows one way: decode -> model -> link -> write.  Library users call
 :func:`vidtag.detect` for one video; the ``vidtag`` command wraps the same API.
+
+``import vidtag`` leaves the process's malloc alone unless
+``VIDTAG_MALLOC_TUNING=1`` asks for :mod:`vidtag.heap`'s settings (the
+``vidtag`` command applies them itself unless it is ``0``).  It imports
+nothing heavy: the names below load on first use.
 """
+
+import os
 
 __version__ = "0.1.0"
 
-from vidtag.heap import limit_heap_growth
+if os.environ.get("VIDTAG_MALLOC_TUNING") == "1":  # before numpy / torch start their threads
+    from vidtag.heap import limit_heap_growth
 
-limit_heap_growth()
+    limit_heap_growth()
 
-from vidtag.errors import VideoError
-from vidtag.types import Detections, VideoInfo
+_LAZY = {"Detections": "vidtag.types", "VideoInfo": "vidtag.types", "VideoError": "vidtag.errors"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vidtag' has no attribute {name!r}")
 
 
 def detect(*args, **kwargs):

@@ -30,14 +30,12 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol, Sequence
 
 from vidtag.errors import OutputError, VidtagError
+from vidtag.pipeline import STAGING_DIR
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "vidtag-run.json"
 LOCK_NAME = ".vidtag.lock"
-STAGING_DIR = ".vidtag-staging"
-"""Folder in the output folder where a video's outputs are written before they
-are moved into place (see :func:`vidtag.pipeline.write_outputs`)."""
 VIDEO_SUFFIXES = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .wmv .flv .mpg .mpeg .ts .mts .m2ts .3gp .ogv".split()
 )

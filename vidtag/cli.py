@@ -6,14 +6,21 @@ succeeded, 1 when any failed, 2 for usage errors.
 
 from __future__ import annotations
 
-import functools
-import logging
 import os
-import sys
-import time
-from pathlib import Path
 
-import click
+if os.environ.get("VIDTAG_MALLOC_TUNING", "1") != "0":  # the command's own process: before numpy / torch start threads
+    from vidtag.heap import limit_heap_growth
+
+    limit_heap_growth()
+    os.environ["VIDTAG_MALLOC_TUNING"] = "1"  # its --workers processes opt in on `import vidtag`
+
+import functools  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import click  # noqa: E402
 
 FORMAT_CHOICES = ("coco", "mot", "mot-json", "csv", "mp4")
 METHOD_CHOICES = ("frame", "psla", "iff")

@@ -21,8 +21,12 @@ Two problems, both from glibc's defaults, both measured:
   growth 97 MB (benchmarks/RESULTS.md).
 
 The settings only take effect before the first threads and large
-allocations, so ``import vidtag`` makes them; set ``VIDTAG_MALLOC_TUNING=0``
-to leave malloc alone.  Other C libraries (macOS, musl) are left alone.
+allocations.  They change the whole process, so a library must not impose
+them: the ``vidtag`` command makes them when ``vidtag.cli`` is imported
+(``VIDTAG_MALLOC_TUNING=0`` leaves malloc alone), and a program that uses
+vidtag as a library opts in with ``VIDTAG_MALLOC_TUNING=1`` (applied by
+``import vidtag``) or by calling :func:`limit_heap_growth` before it starts
+threads.  Other C libraries (macOS, musl) are left alone.
 
 :func:`resident_mb` reads the resident set size that the memory test and
 benchmarks/bench_memory.py check.
@@ -46,7 +50,7 @@ _M_ARENA_MAX = -8
 
 
 def limit_heap_growth() -> bool:
-    """Apply the settings above; False where not possible (not glibc) or opted out."""
+    """Apply the settings above; False where not possible (not glibc) or ``VIDTAG_MALLOC_TUNING=0``."""
     if os.environ.get("VIDTAG_MALLOC_TUNING", "1") == "0":
         return False
     try:

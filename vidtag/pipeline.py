@@ -22,11 +22,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from vidtag.batch import STAGING_DIR
 from vidtag.errors import OutputError, VideoError
 from vidtag.types import Detections, VideoInfo
 
 log = logging.getLogger(__name__)
+
+STAGING_DIR = ".vidtag-staging"
+"""Folder in the output folder where a video's outputs are written before they
+are moved into place (:func:`write_outputs`); the batch layer cleans up what a
+killed run left there."""
 
 ProgressFn = Callable[[str, int, int], None]
 """on_progress(stage, done, total): stage is 'detect' or 'render'."""
