@@ -48,6 +48,9 @@ def check_file(fmt: str, path: Path, frames: int) -> None:
             frame, track = int(fields[0]), int(fields[1])
             assert 1 <= frame <= frames and track >= 1, line
             [float(v) for v in fields[2:7]]
+    elif fmt == "coco-results":
+        rows = json.loads(path.read_text())
+        assert isinstance(rows, list) and all(1 <= r["image_id"] <= frames and len(r["bbox"]) == 4 for r in rows)
     elif fmt == "mot-json":
         rows = json.loads(path.read_text())
         assert isinstance(rows, list) and all(0 <= r["frame_id"] < frames for r in rows if "frame_id" in r)

@@ -29,7 +29,7 @@ def test_batch_writes_outputs_and_manifest(tmp_path, clip, fake_runner):
     for fmt, out_file in record["outputs"].items():
         assert (out / out_file["file"]).stat().st_size == out_file["bytes"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["clip.coco.json", "clip.mot.txt", "clip.mot.json", "clip.tracks.csv", MANIFEST_NAME])
+        ["clip.coco.json", "clip.coco-results.json", "clip.mot.txt", "clip.mot.json", "clip.tracks.csv", MANIFEST_NAME])
 
 
 def test_rerun_skips_done_and_redoes_changed(tmp_path, clip, fake_runner):

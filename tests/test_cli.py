@@ -31,7 +31,7 @@ def detected(tmp_path_factory, clip_with_audio):
 
 def test_detect_writes_every_format(detected, clip_with_audio):
     names = sorted(p.name for p in detected.iterdir())
-    assert names == sorted(["walk.coco.json", "walk.mot.txt", "walk.mot.json", "walk.tracks.csv",
+    assert names == sorted(["walk.coco.json", "walk.coco-results.json", "walk.mot.txt", "walk.mot.json", "walk.tracks.csv",
                             "walk.annotated.mp4", "vidtag-run.json"])
     from pycocotools.coco import COCO
 
@@ -44,7 +44,7 @@ def test_detect_writes_every_format(detected, clip_with_audio):
                                    "x1", "y1", "x2", "y2"]
     record = json.loads((detected / "vidtag-run.json").read_text())["videos"][0]
     assert record["status"] == "done" and record["frames"] == 15
-    assert set(record["outputs"]) == {"coco", "mot", "mot-json", "csv", "mp4"}
+    assert set(record["outputs"]) == {"coco", "coco-results", "mot", "mot-json", "csv", "mp4"}
 
 
 def test_annotated_video_matches_source(detected, clip_with_audio):

@@ -97,8 +97,8 @@ def test_outputs_are_never_taken_as_inputs(tmp_path, source, monkeypatch):
 def test_rerun_with_other_options_replaces_the_whole_set(tmp_path, source):
     out = tmp_path / "out"
     assert invoke("detect", source, "-o", out, *FAST).exit_code == 0
-    assert len(list(out.glob("clip.*"))) == 5
+    assert len(list(out.glob("clip.*"))) == 6  # five formats and the COCO results list
     assert invoke("detect", source, "-o", out, "--conf", "0.5", "--format", "coco", *FAST).exit_code == 0
-    assert sorted(p.name for p in out.glob("clip.*")) == ["clip.coco.json"]
+    assert sorted(p.name for p in out.glob("clip.*")) == ["clip.coco-results.json", "clip.coco.json"]
     (record,) = manifest(out).values()
-    assert list(record["outputs"]) == ["coco"] and record["options"]["conf"] == 0.5
+    assert list(record["outputs"]) == ["coco", "coco-results"] and record["options"]["conf"] == 0.5

@@ -76,7 +76,7 @@ def test_link_none_leaves_out_mot_files_and_refuses_them_when_asked(tmp_path, cl
     out = tmp_path / "out"
     result = invoke("detect", clip, "-o", out, "--link", "none", *FAST)
     assert result.exit_code == 0 and "no MOT files" in result.stderr
-    assert sorted(p.name for p in out.glob("walk.*")) == ["walk.annotated.mp4", "walk.coco.json", "walk.tracks.csv"]
+    assert sorted(p.name for p in out.glob("walk.*")) == ["walk.annotated.mp4", "walk.coco-results.json", "walk.coco.json", "walk.tracks.csv"]
     asked = invoke("detect", clip, "-o", tmp_path / "o2", "--link", "none", "--format", "mot")
     assert asked.exit_code == 2 and "--link none" in asked.output + asked.stderr
 

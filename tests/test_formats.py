@@ -96,7 +96,9 @@ def assert_rounded(values, decimals):
 
 
 def test_suffixes_cover_formats():
-    assert set(SUFFIXES) == set(FORMATS)
+    from vidtag.formats import SIDECARS
+
+    assert set(SUFFIXES) == set(FORMATS) | set(SIDECARS.values())
     assert output_path("/out", "a", "coco") == Path("/out/a.coco.json")
 
 
@@ -467,3 +469,20 @@ def test_coco_weights_get_cocos_official_category_ids_everywhere(tmp_path):
     assert table["class_id"].tolist()[:3] == [1, 13, 90]
     _, back, _ = from_coco(coco)
     np.testing.assert_array_equal(back[0].labels, labels)
+
+
+def test_the_coco_results_list_loads_with_pycocotools_loadres(tmp_path):
+    """Beside the COCO file, its annotations as a results list: COCO.loadRes(path) takes it as is."""
+    from pycocotools.coco import COCO
+
+    meta, frames = make_meta(), make_frames()
+    coco_path = write_through_sink("coco", tmp_path, meta, frames)
+    (tmp_path / "r").mkdir()
+    results_path = write_through_sink("coco-results", tmp_path / "r", meta, frames)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(coco_path))
+        res = gt.loadRes(str(results_path))
+    data = strict_json(coco_path)
+    assert len(res.anns) == len(data["annotations"]) > 0
+    assert sorted((a["image_id"], a["category_id"], a["score"]) for a in res.anns.values()) == sorted(
+        (a["image_id"], a["category_id"], a["score"]) for a in data["annotations"])

@@ -199,7 +199,7 @@ def write_outputs(
     Files appear as ``out_dir/<stem><suffix>`` all at once at the end; on any
     error nothing of this video is left in ``out_dir``.
     """
-    from vidtag.formats import SUFFIXES, VideoMeta, open_sink
+    from vidtag.formats import SIDECARS, SUFFIXES, VideoMeta, open_sink
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -219,7 +219,7 @@ def write_outputs(
     )
     staged: dict[str, Path] = {}
     try:
-        for fmt in formats:
+        for fmt in [*formats, *(SIDECARS[f] for f in formats if f in SIDECARS)]:
             staged[fmt] = staging / f"{stem}{SUFFIXES[fmt]}"
             try:
                 if fmt == "mp4":

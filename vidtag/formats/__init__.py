@@ -3,7 +3,8 @@
 ============  =====================  ==========================================
 CLI name      suffix                 module
 ============  =====================  ==========================================
-``coco``      ``.coco.json``         :mod:`vidtag.formats.coco` (CocoVID)
+``coco``      ``.coco.json``         :mod:`vidtag.formats.coco` (CocoVID), and beside it
+              ``.coco-results.json`` its annotations as a COCO results list
 ``mot``       ``.mot.txt``           :mod:`vidtag.formats.mot` (MOTChallenge)
 ``mot-json``  ``.mot.json``          :mod:`vidtag.formats.mot` (TAO-style)
 ``csv``       ``.tracks.csv``        :mod:`vidtag.formats.csv`
@@ -13,15 +14,15 @@ CLI name      suffix                 module
 Every sink is a context manager fed ``write(frame_idx, timestamp_s, dets,
 frame=None)`` for frames 0..N-1 in order; ``close()`` completes the file
 atomically, ``abort()`` leaves nothing.  Class numbering is the same in all
-files: COCO ``category_id`` = MOT JSON ``category_id`` = CSV ``class_id`` =
-model class index + 1.
+files: COCO ``category_id`` = MOT JSON ``category_id`` = CSV ``class_id``
+(:func:`vidtag.coco_classes.category_ids`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from vidtag.formats.base import FORMATS, SUFFIXES, Sink, VideoMeta
+from vidtag.formats.base import FORMATS, SIDECARS, SUFFIXES, Sink, VideoMeta
 
 
 def open_sink(fmt: str, path: str | Path, meta: VideoMeta, **kwargs) -> Sink:
@@ -37,6 +38,8 @@ def open_sink(fmt: str, path: str | Path, meta: VideoMeta, **kwargs) -> Sink:
     """
     if fmt == "coco":
         from vidtag.formats.coco import CocoSink as sink_class
+    elif fmt == "coco-results":
+        from vidtag.formats.coco import CocoResultsSink as sink_class
     elif fmt == "mot":
         from vidtag.formats.mot import MotSink as sink_class
     elif fmt == "mot-json":
@@ -55,4 +58,4 @@ def output_path(output_dir: str | Path, stem: str, fmt: str) -> Path:
     return Path(output_dir) / f"{stem}{SUFFIXES[fmt]}"
 
 
-__all__ = ["FORMATS", "SUFFIXES", "Sink", "VideoMeta", "open_sink", "output_path"]
+__all__ = ["FORMATS", "SIDECARS", "SUFFIXES", "Sink", "VideoMeta", "open_sink", "output_path"]

@@ -21,8 +21,12 @@ from vidtag.errors import OutputError
 from vidtag.types import Detections
 
 FORMATS = ("coco", "mot", "mot-json", "csv", "mp4")
+SIDECARS = {"coco": "coco-results"}
+"""Files written with a format, never asked for alone: beside the COCO dataset, its
+annotations as a results list (``COCO.loadRes``)."""
 SUFFIXES = {
     "coco": ".coco.json",
+    "coco-results": ".coco-results.json",
     "mot": ".mot.txt",
     "mot-json": ".mot.json",
     "csv": ".tracks.csv",

@@ -253,3 +253,12 @@ class CocoSink(BufferedSink):
 
     def render(self, meta: VideoMeta, frames: list[FrameRecord]) -> bytes:
         return dumps(to_coco(meta, frames))
+
+
+class CocoResultsSink(BufferedSink):
+    """Writes ``<stem>.coco-results.json`` on close: :func:`to_results` of the COCO file,
+    the list ``COCO.loadRes`` takes (pycocotools refuses an empty one: use
+    :func:`load_results` for a video without boxes)."""
+
+    def render(self, meta: VideoMeta, frames: list[FrameRecord]) -> bytes:
+        return dumps(to_results(to_coco(meta, frames)))
