@@ -67,17 +67,9 @@ def timed(command: list[str]) -> tuple[float, float]:
 
 
 def make_clip(path: Path, frames: int, size: tuple[int, int]) -> None:
-    import av
+    from vidtag.synth import load_image, synth_clip, write_clip
 
-    from vidtag.synth import load_image, synth_clip
-
-    clip = synth_clip(load_image(STILL), 3000, frames, size)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        for f in clip:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        out.mux(stream.encode())
+    write_clip(synth_clip(load_image(STILL), 3000, frames, size), path)
 
 
 def main() -> None:

@@ -202,9 +202,7 @@ def _subset(video, ids):
 
 def e2e(settings: list[tuple[str, list[str]]], repeats: int, say) -> list[dict]:
     """Whole ``vidtag detect`` processes on a 720p and a 640x480 clip; median seconds per setting."""
-    import av
-
-    from vidtag.synth import load_image, synth_clip
+    from vidtag.synth import load_image, synth_clip, write_clip
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -215,12 +213,7 @@ def e2e(settings: list[tuple[str, list[str]]], repeats: int, say) -> list[dict]:
                 clip = make_scene("e2e", "confirm-synthetic", clip, SEED + 99).degraded
             name = f"{size[0]}x{size[1]}, {frames} frames" + (", degraded" if degraded else "")
             path = Path(tmp) / f"clip-{size[0]}x{size[1]}{'-degraded' if degraded else ''}.mp4"
-            with av.open(str(path), "w") as out:
-                stream = out.add_stream("libx264", rate=25)
-                stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-                for f in clip:
-                    out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-                out.mux(stream.encode())
+            write_clip(clip, path)
             times: dict[str, list[float]] = {label: [] for label, _ in settings}
             for _ in range(repeats):
                 for label, extra in settings:

@@ -60,3 +60,17 @@ def test_bad_inputs(tmp_path):
         load_image(bad)
     (tmp_path / "notes.txt").write_text("x")
     assert find_images(tmp_path) == [bad]
+
+
+def test_write_clip_encodes_frames_that_decode_back(tmp_path):
+    from vidtag.io.decode import iter_chunks, probe
+    from vidtag.synth import write_clip
+
+    frames = np.zeros((6, 48, 64, 3), np.uint8)
+    frames[:, :, :32] = 200  # left half bright
+    frames[3:, :24] = 60  # top rows darker from frame 3 on
+    path = write_clip(frames, tmp_path / "c.mp4", fps=10)
+    info = probe(path)
+    assert (info.num_frames, info.width, info.height, info.fps) == (6, 64, 48, 10.0)
+    back = np.concatenate([c.frames.numpy() for c in iter_chunks(path, 6)])
+    assert np.abs(back.astype(int) - frames).mean() < 6

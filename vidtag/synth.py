@@ -160,3 +160,14 @@ def synth_clip(
             region = frames[i, fy0:fy1, fx0:fx1].astype(np.float32)
             frames[i, fy0:fy1, fx0:fx1] = np.round(a * p + (1 - a) * region).astype(np.uint8)
     return frames
+
+
+def write_clip(frames: np.ndarray, path: str | Path, fps: float = 25.0) -> Path:
+    """Encode ``frames`` (uint8 [T, H, W, 3] RGB, e.g. from :func:`synth_clip`) as an
+    H.264 MP4 at ``path`` (:class:`vidtag.io.encode.VideoEncoder`); returns the path."""
+    from vidtag.io.encode import VideoEncoder
+
+    with VideoEncoder(path, frames.shape[2], frames.shape[1], fps) as encoder:
+        for t, frame in enumerate(frames):
+            encoder.write(frame, t / fps)
+    return Path(path)
