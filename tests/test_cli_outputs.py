@@ -102,3 +102,20 @@ def test_rerun_with_other_options_replaces_the_whole_set(tmp_path, source):
     assert sorted(p.name for p in out.glob("clip.*")) == ["clip.coco-results.json", "clip.coco.json"]
     (record,) = manifest(out).values()
     assert list(record["outputs"]) == ["coco", "coco-results"] and record["options"]["conf"] == 0.5
+
+
+def test_cvat_format_on_request_matches_the_coco_tracks(tmp_path, source):
+    """--format cvat writes NAME.cvat.xml whose tracks are the COCO file's tracks, box for box."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    out = tmp_path / "out"
+    assert invoke("detect", source, "-o", out, "--format", "cvat", "--format", "coco", "--conf", "0.05", *FAST).exit_code == 0
+    coco = json.loads((out / "clip.coco.json").read_text())
+    linked = [a for a in coco["annotations"] if "instance_id" in a]
+    assert linked  # the clip gives tracks at this threshold
+    root = ET.parse(out / "clip.cvat.xml").getroot()
+    shown = [b for t in root.findall("track") for b in t.findall("box") if b.get("outside") == "0"]
+    assert len(shown) == len(coco["annotations"]) and len(root.findall("track")) >= len({a["instance_id"] for a in linked})
+    assert sorted(round(float(b.get("xtl")), 2) for b in shown) == sorted(round(a["bbox"][0], 2) for a in coco["annotations"])
+    assert not (out / "clip.mot.txt").exists()  # on request only: the default set stays five

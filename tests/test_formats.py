@@ -486,3 +486,34 @@ def test_the_coco_results_list_loads_with_pycocotools_loadres(tmp_path):
     assert len(res.anns) == len(data["annotations"]) > 0
     assert sorted((a["image_id"], a["category_id"], a["score"]) for a in res.anns.values()) == sorted(
         (a["image_id"], a["category_id"], a["score"]) for a in data["annotations"])
+
+
+def test_cvat_xml_holds_one_track_per_linked_track_with_gaps_and_ends_marked_outside(tmp_path):
+    """Track 1 on frames 0-2 and 5 (a gap at 3-4), track 2 on frames 1-2, an unlinked box on
+    frame 4: CVAT tracks with keyframes, outside boxes where each disappears, labels by class."""
+    import xml.etree.ElementTree as ET
+
+    def dets(rows):  # (track, label, x1) per box
+        boxes = np.array([[x, 10, x + 20, 40] for _, _, x in rows], float).reshape(-1, 4)
+        return Detections(boxes, np.full(len(rows), 0.5), np.array([lab for _, lab, _ in rows], np.int64),
+                          np.array([t for t, _, _ in rows], np.int64))
+
+    per_frame = {0: [(1, 0, 0)], 1: [(1, 0, 2), (2, 1, 100)], 2: [(1, 0, 4), (2, 1, 102)], 3: [], 4: [(-1, 2, 50)], 5: [(1, 0, 10)]}
+    meta = make_meta(7)
+    path = write_through_sink("cvat", tmp_path, meta, [(f, f / 25, dets(per_frame.get(f, []))) for f in range(7)])
+    root = ET.parse(path).getroot()
+    assert root.findtext("version") == "1.1"
+    task = root.find("meta/task")
+    assert (task.findtext("size"), task.findtext("stop_frame"), task.findtext("original_size/width")) == ("7", "6", "640")
+    assert [lab.findtext("name") for lab in task.findall("labels/label")] == list(CLASSES)
+    tracks = root.findall("track")
+    assert [(t.get("id"), t.get("label")) for t in tracks] == [("0", "person"), ("1", "car"), ("2", "bicycle")]
+
+    def boxes(track):
+        return [(int(b.get("frame")), b.get("outside"), float(b.get("xtl"))) for b in track.findall("box")]
+
+    assert boxes(tracks[0]) == [(0, "0", 0.0), (1, "0", 2.0), (2, "0", 4.0), (3, "1", 4.0), (5, "0", 10.0), (6, "1", 10.0)]
+    assert boxes(tracks[1]) == [(1, "0", 100.0), (2, "0", 102.0), (3, "1", 102.0)]
+    assert boxes(tracks[2]) == [(4, "0", 50.0), (5, "1", 50.0)]
+    assert all(b.get("keyframe") == "1" for t in tracks for b in t.findall("box"))
+    assert tracks[0].find("box/attribute[@name='score']").text == "0.5000"

@@ -22,7 +22,8 @@ from pathlib import Path  # noqa: E402
 
 import click  # noqa: E402
 
-FORMAT_CHOICES = ("coco", "mot", "mot-json", "csv", "mp4")
+FORMAT_CHOICES = ("coco", "mot", "mot-json", "csv", "mp4", "cvat")  # vidtag.formats.FORMATS, without importing numpy
+DEFAULT_FORMATS = ("coco", "mot", "mot-json", "csv", "mp4")  # vidtag.formats.DEFAULT_FORMATS
 METHOD_CHOICES = ("frame", "psla", "iff")
 LINK_CHOICES = ("seqnms+", "seqnms", "none")
 
@@ -114,7 +115,7 @@ def _split_commas(ctx, param, value):
 @click.option("--start", default=None, help="Detect from this time (12.5, 12.5s, 1:02) or frame (300f) on; frame numbers and times in the outputs stay the video's.")
 @click.option("--end", default=None, help="Stop before this time or frame (same forms as --start).")
 @click.option("--classes", multiple=True, callback=_split_commas, help="Keep only these classes: names or 0-based ids, e.g. person,car or 0,2 (`vidtag models --classes`).")
-@click.option("--format", "formats", multiple=True, type=click.Choice(FORMAT_CHOICES), help="Output format; repeat for several. [default: all]")
+@click.option("--format", "formats", multiple=True, type=click.Choice(FORMAT_CHOICES), help="Output format; repeat for several. [default: coco, mot, mot-json, csv, mp4]")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("vidtag-out"), show_default=True, help="Output folder.")
 @click.option("--overwrite", is_flag=True, help="Redo videos already done with the same options.")
 @click.option("--recursive", "-r", is_flag=True, help="Search folders recursively for videos.")
@@ -198,14 +199,14 @@ def _formats_for_link(formats: tuple[str, ...], link: str) -> tuple[str, ...]:
     """The formats to write: all by default; without linking the track-only formats
     are refused when asked for and left out (saying so) by default."""
     if link != "none":
-        return formats or FORMAT_CHOICES
+        return formats or DEFAULT_FORMATS
     asked = [f for f in formats if f in TRACK_FORMATS]
     if asked:
         raise click.UsageError(f"--format {', '.join(asked)} holds tracks, and --link none makes none: "
                                "link (--link seqnms+) or choose other formats")
     if not formats:
         logging.getLogger("vidtag").warning("--link none: no MOT files (they hold tracks only); track_id stays empty in the CSV")
-        return tuple(f for f in FORMAT_CHOICES if f not in TRACK_FORMATS)
+        return tuple(f for f in DEFAULT_FORMATS if f not in TRACK_FORMATS)
     if "csv" in formats:
         logging.getLogger("vidtag").warning("--link none: track_id stays empty in the CSV")
     return formats

@@ -9,6 +9,7 @@ CLI name      suffix                 module
 ``mot-json``  ``.mot.json``          :mod:`vidtag.formats.mot` (TAO-style)
 ``csv``       ``.tracks.csv``        :mod:`vidtag.formats.csv`
 ``mp4``       ``.annotated.mp4``     :mod:`vidtag.formats.video`
+``cvat``      ``.cvat.xml``          :mod:`vidtag.formats.cvat` (CVAT for video 1.1; on request)
 ============  =====================  ==========================================
 
 Every sink is a context manager fed ``write(frame_idx, timestamp_s, dets,
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vidtag.formats.base import FORMATS, SIDECARS, SUFFIXES, Sink, VideoMeta
+from vidtag.formats.base import DEFAULT_FORMATS, FORMATS, SIDECARS, SUFFIXES, Sink, VideoMeta
 
 
 def open_sink(fmt: str, path: str | Path, meta: VideoMeta, **kwargs) -> Sink:
@@ -48,6 +49,8 @@ def open_sink(fmt: str, path: str | Path, meta: VideoMeta, **kwargs) -> Sink:
         from vidtag.formats.csv import CsvSink as sink_class
     elif fmt == "mp4":
         from vidtag.formats.video import VideoSink as sink_class
+    elif fmt == "cvat":
+        from vidtag.formats.cvat import CvatSink as sink_class
     else:
         raise ValueError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
     return sink_class(path, meta, **kwargs)
@@ -58,4 +61,4 @@ def output_path(output_dir: str | Path, stem: str, fmt: str) -> Path:
     return Path(output_dir) / f"{stem}{SUFFIXES[fmt]}"
 
 
-__all__ = ["FORMATS", "SIDECARS", "SUFFIXES", "Sink", "VideoMeta", "open_sink", "output_path"]
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "SIDECARS", "SUFFIXES", "Sink", "VideoMeta", "open_sink", "output_path"]

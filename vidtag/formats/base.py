@@ -20,7 +20,9 @@ import numpy as np
 from vidtag.errors import OutputError
 from vidtag.types import Detections
 
-FORMATS = ("coco", "mot", "mot-json", "csv", "mp4")
+FORMATS = ("coco", "mot", "mot-json", "csv", "mp4", "cvat")
+DEFAULT_FORMATS = ("coco", "mot", "mot-json", "csv", "mp4")
+"""What ``vidtag detect`` writes when no ``--format`` is given."""
 SIDECARS = {"coco": "coco-results"}
 """Files written with a format, never asked for alone: beside the COCO dataset, its
 annotations as a results list (``COCO.loadRes``)."""
@@ -31,6 +33,7 @@ SUFFIXES = {
     "mot-json": ".mot.json",
     "csv": ".tracks.csv",
     "mp4": ".annotated.mp4",
+    "cvat": ".cvat.xml",
 }
 
 # Rounding of numbers written to text formats: pixels to 1/100 px, scores to
