@@ -517,3 +517,27 @@ def test_cvat_xml_holds_one_track_per_linked_track_with_gaps_and_ends_marked_out
     assert boxes(tracks[2]) == [(4, "0", 50.0), (5, "1", 50.0)]
     assert all(b.get("keyframe") == "1" for t in tracks for b in t.findall("box"))
     assert tracks[0].find("box/attribute[@name='score']").text == "0.5000"
+
+
+def test_labelstudio_tracks_are_videorectangles_with_one_based_frames_and_gaps_disabled(tmp_path):
+    """Track 1 on frames 0-1 and 4 (a gap), an unlinked box on frame 2: percent coordinates,
+    1-based frames, enabled false on the last box before a gap and on a track's last box."""
+    boxes = {0: [(1, 0, [64, 36, 128, 108])], 1: [(1, 0, [70, 36, 134, 108])], 2: [(-1, 1, [0, 0, 320, 180])],
+             4: [(1, 2, [80, 36, 144, 108])]}
+    frames = []
+    for f in range(6):
+        rows = boxes.get(f, [])
+        frames.append((f, f / 25, Detections(np.array([b for _, _, b in rows], float).reshape(-1, 4), np.full(len(rows), 0.5),
+                                             np.array([lab for _, lab, _ in rows], np.int64), np.array([t for t, _, _ in rows], np.int64))))
+    meta = replace(make_meta(6), source="clip_01.mkv")
+    tasks = strict_json(write_through_sink("labelstudio", tmp_path, meta, frames))
+    assert len(tasks) == 1 and tasks[0]["data"] == {"video": "clip_01.mkv"}
+    result = tasks[0]["predictions"][0]["result"]
+    assert [r["type"] for r in result] == ["videorectangle"] * 2 and all(r["to_name"] == "video" for r in result)
+    track, single = result
+    assert track["value"]["labels"] == ["person"] and single["value"]["labels"] == ["car"]
+    assert track["value"]["framesCount"] == 6 and track["value"]["duration"] == 0.24
+    seq = track["value"]["sequence"]
+    assert [(s["frame"], s["enabled"]) for s in seq] == [(1, True), (2, False), (5, False)]
+    assert (seq[0]["x"], seq[0]["y"], seq[0]["width"], seq[0]["height"]) == (10.0, 10.0, 10.0, 20.0)  # of 640x360
+    assert [(s["frame"], s["enabled"], s["width"]) for s in single["value"]["sequence"]] == [(3, False, 50.0)]

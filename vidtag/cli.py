@@ -22,7 +22,7 @@ from pathlib import Path  # noqa: E402
 
 import click  # noqa: E402
 
-FORMAT_CHOICES = ("coco", "mot", "mot-json", "csv", "mp4", "cvat")  # vidtag.formats.FORMATS, without importing numpy
+FORMAT_CHOICES = ("coco", "mot", "mot-json", "csv", "mp4", "cvat", "labelstudio")  # vidtag.formats.FORMATS, without importing numpy
 DEFAULT_FORMATS = ("coco", "mot", "mot-json", "csv", "mp4")  # vidtag.formats.DEFAULT_FORMATS
 METHOD_CHOICES = ("frame", "psla", "iff")
 LINK_CHOICES = ("seqnms+", "seqnms", "none")

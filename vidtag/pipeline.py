@@ -216,6 +216,7 @@ def write_outputs(
         num_frames=result.num_frames,
         classes=result.classes,
         info=run_info,
+        source=Path(result.info.path).name,
     )
     staged: dict[str, Path] = {}
     try:

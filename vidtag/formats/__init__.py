@@ -10,6 +10,7 @@ CLI name      suffix                 module
 ``csv``       ``.tracks.csv``        :mod:`vidtag.formats.csv`
 ``mp4``       ``.annotated.mp4``     :mod:`vidtag.formats.video`
 ``cvat``      ``.cvat.xml``          :mod:`vidtag.formats.cvat` (CVAT for video 1.1; on request)
+``labelstudio`` ``.labelstudio.json`` :mod:`vidtag.formats.labelstudio` (video tracking; on request)
 ============  =====================  ==========================================
 
 Every sink is a context manager fed ``write(frame_idx, timestamp_s, dets,
@@ -51,6 +52,8 @@ def open_sink(fmt: str, path: str | Path, meta: VideoMeta, **kwargs) -> Sink:
         from vidtag.formats.video import VideoSink as sink_class
     elif fmt == "cvat":
         from vidtag.formats.cvat import CvatSink as sink_class
+    elif fmt == "labelstudio":
+        from vidtag.formats.labelstudio import LabelStudioSink as sink_class
     else:
         raise ValueError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
     return sink_class(path, meta, **kwargs)

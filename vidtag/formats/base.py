@@ -20,7 +20,7 @@ import numpy as np
 from vidtag.errors import OutputError
 from vidtag.types import Detections
 
-FORMATS = ("coco", "mot", "mot-json", "csv", "mp4", "cvat")
+FORMATS = ("coco", "mot", "mot-json", "csv", "mp4", "cvat", "labelstudio")
 DEFAULT_FORMATS = ("coco", "mot", "mot-json", "csv", "mp4")
 """What ``vidtag detect`` writes when no ``--format`` is given."""
 SIDECARS = {"coco": "coco-results"}
@@ -34,6 +34,7 @@ SUFFIXES = {
     "csv": ".tracks.csv",
     "mp4": ".annotated.mp4",
     "cvat": ".cvat.xml",
+    "labelstudio": ".labelstudio.json",
 }
 
 # Rounding of numbers written to text formats: pixels to 1/100 px, scores to
@@ -58,6 +59,8 @@ class VideoMeta:
         classes: the model's class names; ``Detections.labels`` index into it.
         info: free-form, JSON-serialisable record copied to COCO ``info``
             (tool version, method, weights name + sha256, options).
+        source: the source video's file name ("" when unknown); Label Studio's
+            task points at it.
     """
 
     name: str
@@ -67,6 +70,7 @@ class VideoMeta:
     num_frames: int
     classes: tuple[str, ...]
     info: dict = field(default_factory=dict)
+    source: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
