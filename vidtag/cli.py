@@ -529,6 +529,27 @@ def train_iff_command(videos, output, ranges, module, trl, learn_temperature, ma
     _train_and_report("iff", train_iff, config, output, name)
 
 
+@main.command("export")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--to", "target", type=click.Choice(["yolo", "coco-images", "cvat", "labelstudio"]), required=True,
+              help="yolo: JPEG frames + YOLO labels + data.yaml; coco-images: JPEG frames + a COCO dataset; cvat, labelstudio: tool files per video.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Folder to write into.")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Image targets: every N-th frame.")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Image targets: leave out boxes scoring below this.")
+@handle_errors
+def export_command(run_dir, target, output, every, min_score):
+    """Export a finished run (RUN_DIR, the -o of vidtag detect) without detecting again."""
+    from vidtag.export import export_run
+
+    summary = export_run(run_dir, output, target, every=every, min_score=min_score)
+    console = _console(stderr=True)
+    for line in summary.skipped:
+        console.print(f"skipped: {line}", soft_wrap=True)
+    extra = f", {summary.images} images, {summary.boxes} boxes" if target in ("yolo", "coco-images") else ""
+    console.print(f"{summary.videos} video(s) exported as {target}{extra} -> {output}", soft_wrap=True)
+    sys.exit(0 if summary.videos or not summary.skipped else 1)
+
+
 @main.command()
 @click.argument("video", type=click.Path(path_type=Path))
 @handle_errors
