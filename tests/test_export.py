@@ -51,12 +51,13 @@ def test_coco_images_export_names_files_that_exist(tmp_path, run):
 
     out, coco = run
     assert invoke("export", out, "--to", "coco-images", "-o", tmp_path / "c").exit_code == 0
-    dataset = COCO(str(tmp_path / "c" / "annotations.coco.json"))
+    dataset = COCO(str(tmp_path / "c" / "annotations" / "instances_default.json"))
+    images = tmp_path / "c" / "images" / "default"
     assert len(dataset.imgs) == 8 and len(dataset.anns) == len(coco["annotations"])
     for image in dataset.imgs.values():
-        assert (tmp_path / "c" / image["file_name"]).is_file()
+        assert (images / image["file_name"]).is_file()
     first = next(iter(dataset.anns.values()))
-    pixel = __import__("cv2").imread(str(tmp_path / "c" / dataset.imgs[first["image_id"]]["file_name"]))
+    pixel = __import__("cv2").imread(str(images / dataset.imgs[first["image_id"]]["file_name"]))
     assert pixel.shape == (64, 96, 3)
 
 

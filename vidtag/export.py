@@ -9,9 +9,10 @@ the image exports.  Targets:
   frame, class = the model's 0-based class index; boxes scoring below
   ``min_score`` left out) and ``data.yaml`` (``path``, ``train``, ``val`` =
   the same images, ``names``): what ``yolo train data=OUT/data.yaml`` reads.
-* ``coco-images``: the same frames as ``<name>/<frame:06d>.jpg`` (the COCO
-  file's own ``file_name``s) and ``annotations.coco.json``, a COCO dataset of
-  those images whose ``file_name``s exist beside it.
+* ``coco-images``: the same frames in COCO's dataset layout,
+  ``images/default/<name>/<frame:06d>.jpg`` (the COCO file's own
+  ``file_name``s, under ``images/default/``) and
+  ``annotations/instances_default.json``, a COCO dataset of those images.
 * ``cvat``, ``labelstudio``: the formats of the same names
   (:mod:`vidtag.formats.cvat`, :mod:`vidtag.formats.labelstudio`), per video.
 
@@ -94,7 +95,8 @@ def export_run(run_dir: str | Path, output: str | Path, to: str, every: int = 1,
         names = "\n".join(f"  {i}: {json.dumps(c)}" for i, c in enumerate(classes))
         (output / "data.yaml").write_text(f"path: {output.resolve()}\ntrain: images/train\nval: images/train\nnames:\n{names}\n")
     if to == "coco-images":
-        (output / "annotations.coco.json").write_text(json.dumps(dataset))
+        (output / "annotations").mkdir(exist_ok=True)
+        (output / "annotations" / "instances_default.json").write_text(json.dumps(dataset))
     return summary
 
 
@@ -134,7 +136,7 @@ def _write_images(to: str, output: Path, name: str, source: Path, kept, meta, da
                 image = output / "images" / "train" / f"{stem}.jpg"
                 label = output / "labels" / "train" / f"{stem}.txt"
             else:
-                image = output / f"{name}/{frame:06d}.jpg"
+                image = output / "images" / "default" / f"{name}/{frame:06d}.jpg"
             image.parent.mkdir(parents=True, exist_ok=True)
             if not cv2.imwrite(str(image), np.ascontiguousarray(pixels[k][..., ::-1])):
                 raise VidtagError(f"{image}: cannot write")
