@@ -107,3 +107,24 @@ def test_coco_images_export_imports_as_coco_instances(run, tmp_path):
     dataset = dm.Dataset.import_from(str(tmp_path / "c"), "coco_instances")
     assert len(dataset) == 10 and all(item.media.has_data for item in dataset)
     assert sum(len(item.annotations) for item in dataset) == len(coco["annotations"])
+
+
+def test_labelstudio_predictions_validate_against_a_tracking_config(run, tmp_path):
+    """Label Studio's own validator (label_studio_sdk's LabelInterface) accepts the predictions for a video
+    tracking config with the run's classes, and refuses them when a label is missing from the config."""
+    ls = pytest.importorskip("label_studio_sdk.label_interface")
+    out, coco = run
+    assert invoke("detect", out.parent / "walk.mp4", "-o", tmp_path / "ls", "--format", "labelstudio", *FAST).exit_code == 0
+    tasks = json.loads((tmp_path / "ls" / "walk.labelstudio.json").read_text())
+    assert tasks[0]["data"] == {"video": "walk.mp4"}
+    prediction = tasks[0]["predictions"][0]
+    used = sorted({r["value"]["labels"][0] for r in prediction["result"]})
+    assert len(prediction["result"]) == len({a["instance_id"] for a in coco["annotations"] if "instance_id" in a}) + sum(
+        1 for a in coco["annotations"] if "instance_id" not in a)  # one region per track, one per unlinked box
+
+    def config(labels):
+        return ('<View><Video name="video" value="$video"/><Labels name="box" toName="video">'
+                + "".join(f'<Label value="{c}"/>' for c in labels) + '</Labels><VideoRectangle name="box" toName="video"/></View>')
+
+    assert ls.LabelInterface(config([c["name"] for c in coco["categories"]])).validate_prediction(prediction)
+    assert not ls.LabelInterface(config(used[1:])).validate_prediction(prediction)
