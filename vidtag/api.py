@@ -17,10 +17,9 @@ from typing import Callable, Sequence
 
 from vidtag.batch import BatchSummary, EventFn, VideoTask, find_videos, process_video, run_batch, run_batch_parallel
 from vidtag.pipeline import ProgressFn, VideoDetections, detect_video, write_outputs
+from vidtag.types import LINK_METHODS  # the registry
 
 log = logging.getLogger(__name__)
-
-LINK_METHODS = ("seqnms+", "seqnms", "none")
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,11 @@ from pathlib import Path  # noqa: E402
 
 import click  # noqa: E402
 
+from vidtag.types import LINK_METHODS as LINK_CHOICES  # noqa: E402  (the registries)
+from vidtag.types import METHODS as METHOD_CHOICES  # noqa: E402
+
 FORMAT_CHOICES = ("coco", "mot", "mot-json", "csv", "mp4", "cvat", "labelstudio")  # vidtag.formats.FORMATS, without importing numpy
 DEFAULT_FORMATS = ("coco", "mot", "mot-json", "csv", "mp4")  # vidtag.formats.DEFAULT_FORMATS
-METHOD_CHOICES = ("frame", "psla", "iff")
-LINK_CHOICES = ("seqnms+", "seqnms", "none")
 
 
 def _console(stderr: bool = False):

@@ -42,9 +42,9 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from vidtag.types import Detections
+from vidtag.types import LINK_METHODS, Detections
 
-METHODS = ("seqnms+", "seqnms", "none")
+METHODS = LINK_METHODS  # vidtag.types, the registry
 
 _PAIR_CHUNK = 1 << 20  # candidate pairs per vectorised IoU batch (bounds memory)
 

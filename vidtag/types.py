@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
+
+METHODS = ("frame", "psla", "iff")
+"""Detection methods (``--method``): :class:`VideoDetector` implementations built by
+:func:`vidtag.models.build.build_detector`; CLI, API and benchmarks read this tuple."""
+
+LINK_METHODS = ("seqnms+", "seqnms", "none")
+"""Linking methods (``--link``), :func:`vidtag.linking.link`."""
 
 
 @dataclass(frozen=True)
@@ -110,3 +118,32 @@ class FrameChunk:
 
     def __len__(self) -> int:
         return len(self.timestamps)
+
+
+@runtime_checkable
+class VideoDetector(Protocol):
+    """What the pipeline needs of a detector: one video in, one :class:`Detections` per frame out.
+
+    Implemented by ``vidtag.models.build.FrameDetector`` (``method="frame"``),
+    ``vidtag.models.psla.PSLAVideoDetector`` (``"psla"``) and
+    ``vidtag.models.iff.IFFVideoDetector`` (``"iff"``).
+
+    Attributes:
+        method: one of :data:`METHODS`.
+        classes: class names; ``Detections.labels`` index into them.
+        options: ``vidtag.models.build.DetectOptions`` (thresholds, input size),
+            which the pipeline also reads to decode frames at the network's size.
+        shot_starts: after :meth:`run`, the frames that start a new shot (hard
+            cuts); linking never joins boxes across them.
+    """
+
+    method: str
+    classes: tuple[str, ...]
+    options: object
+
+    @property
+    def shot_starts(self) -> list[int]: ...
+
+    def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
+        """Detections for every frame of ``chunks`` (one video, in order), yielded in frame order."""
+        ...

@@ -16,9 +16,7 @@ import numpy as np
 import torch
 
 from vidtag.shots import CUT_THRESHOLD, ShotBoundaries
-from vidtag.types import Detections, FrameChunk
-
-METHODS = ("frame", "psla", "iff")
+from vidtag.types import METHODS, Detections, FrameChunk  # METHODS: the registry, re-exported here
 
 PSLA_WEIGHTS = "psla-nanodet-g.json"
 """Manifest of the trained PSLA + RFU + DenseFT modules in the weights folder."""
