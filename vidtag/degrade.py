@@ -20,7 +20,7 @@ frequency) and motion blur convolves a short piece of the line, then averages
 copies of the result shifted along the line.  Both are checked against the
 plain full-size kernel in the tests.
 
-Noise comes from OpenCV's thread-local RNG (4 ms a frame against 12 ms for
+Noise comes from OpenCV's thread-local RNG (faster here than
 NumPy's), reseeded from the spec for each frame: this resets
 ``cv2.theRNG()`` of the calling thread.
 """

@@ -1,24 +1,22 @@
 """glibc malloc settings for a video pipeline: flat memory, no page-fault storm.
 
-Two problems, both from glibc's defaults, both measured:
+Two problems, both from glibc's defaults (``benchmarks/bench_memory.py``
+measures both; figures in benchmarks/RESULTS.md):
 
 * Growth.  Frames are decoded in one thread, drawn in another and encoded
   in a third.  Each thread gets its own arena, and megabytes freed across
-  threads stay in those arenas: benchmarks/bench_memory.py printed growths of
-  189 to 968 MB over a 10,000-frame video.  One arena keeps it flat; vidtag's
-  threads hand over whole frames, so they rarely contend for it.
+  threads stay in those arenas, so memory grows over a long video.  One
+  arena keeps it flat; vidtag's threads hand over whole frames, so they
+  rarely contend for it.
 * Speed.  Blocks above the mmap threshold get fresh pages from the kernel
   on every allocation and give them back on free, so each activation map of
   every frame is page-faulted and zeroed again.  Setting a fixed trim
   threshold (as vidtag once did for the growth) also freezes that threshold
   at 128 KiB, and glibc never raises it above 32 MiB anyway.  Serving every
-  allocation from the heap
-  (``M_MMAP_MAX = 0``), trimming its top only above ``TRIM_THRESHOLD_BYTES``
-  and growing it ``TOP_PAD_BYTES`` at a time keeps the pages a frame used
-  for the next one.  The heap then stays near the process's peak use (plus at
+  allocation from the heap (``M_MMAP_MAX = 0``), trimming its top only above
+  ``TRIM_THRESHOLD_BYTES`` and growing it ``TOP_PAD_BYTES`` at a time keeps
+  the pages a frame used for the next one.  The heap then stays near the process's peak use (plus at
   most the trim threshold) instead of shrinking between frames.
-  benchmarks/bench_memory.py: 38 s instead of 79 s for its 10,000 frames,
-  growth 97 MB (benchmarks/RESULTS.md).
 
 The settings only take effect before the first threads and large
 allocations.  They change the whole process, so a library must not impose

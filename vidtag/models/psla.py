@@ -24,20 +24,14 @@ The paper's parts, mapped onto NanoDet (see ``shared/papers/NOTES.md``):
   ``f(T_k)`` instead, where ``T_k = Transform(Fl_k)`` is the key frame's own
   cheap feature (one Transform Net pass per segment): like with like, as a
   correlation of appearance; the values aggregated are still ``F_t``.  Trained
-  the same way (2,000 steps each), the paper's ``"memory"`` did better on the
-  robustness benchmark (pooled fidelity 46.9 against 43.8, issue 4 notes), so
-  it is the default.
+  the same way, the paper's ``"memory"`` did better on the robustness
+  benchmark (``benchmarks/robustness.py``), so it is the config default.
 
-Why ``feature="head"`` and ``split_stage=0``: measured per-frame CPU costs
-(``benchmarks/bench_psla_cost.py``, 416x320 input) put the head's 3x3 convs
-at about 17 % of NanoDet and its 1x1 predictors at 2.5 %; a non-key frame must
-cost under about 45 % of a NanoDet frame for the whole method to be 2x faster
-at key interval 10, which leaves no room for the head's 3x3 convs *and* a
-lower backbone deeper than the stem.  Measured (network only, 1 thread,
-2-core box, 2026-12-02): per segment 2.18x for head/stage 0, 1.67x for
-head/stages 0-1, 1.60x for neck/stage 0; a head/stage 0 non-key frame costs
-6.49 ms against 19.84 ms for a NanoDet frame (the stem, Transform Net, PSLA,
-Quality Net and predictor).  Figures and the full table: benchmarks/RESULTS.md.
+Why ``feature="head"`` and ``split_stage=0``: for the whole method to be 2x
+faster than NanoDet at key interval 10, a non-key frame must cost well under
+half a NanoDet frame, which leaves no room for the head's 3x3 convs *and* a
+lower backbone deeper than the stem.  ``benchmarks/bench_psla_cost.py``
+prints the per-frame cost of each split (figures in benchmarks/RESULTS.md).
 
 Parameter-free non-key frames (``nonkey_affinity="appearance"``, not in the
 paper).  The non-key feature is ``F_t`` carried over by PSLA's sparse
@@ -55,8 +49,8 @@ Displacement per level (``displacement_scaling``).  With ``"none"`` every
 level searches ``d`` cells; at stride 32 that is 128 input pixels, most of
 the height of a 416x192 input.  ``"stride"`` keeps ``d`` cells at stride 8 and
 the same reach in pixels at the coarser levels (4 / 2 / 1 cells for d = 4).
-The shipped modules run with ``"stride"``: pooled fidelity 52.9 against 46.9
-with ``"none"`` on the robustness benchmark (issue 4 notes).
+The shipped modules run with ``"stride"``, which scored better on the
+robustness benchmark.
 
 Quality Net bias (``quality_bias``, not in the paper).  A logit added to the
 ``P_i`` side of DenseFT's two-way softmax at inference.  Trained by
