@@ -7,20 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from tests.cli import invoke
-from tests.clips import make_clip
-
-FAST = ["--imgsz", "128", "-q", "--conf", "0.05"]
+from tests.cli import FAST_DETECT as FAST
+from tests.cli import detect_clip, invoke
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    clip = make_clip(root / "walk.mp4", n_frames=8, width=96, height=64, fps=10)
-    out = root / "run"
-    result = invoke("detect", clip, "-o", out, "--format", "coco", *FAST)
-    assert result.exit_code == 0, result.stderr
-    coco = json.loads((out / "walk.coco.json").read_text())
+    out, coco = detect_clip(tmp_path_factory.mktemp("export"), 8)
     assert coco["annotations"]  # the clip gives boxes at this threshold
     return out, coco
 

@@ -10,22 +10,14 @@ from collections import defaultdict
 
 import pytest
 
-from tests.cli import invoke
-from tests.clips import make_clip
-
+from tests.cli import FAST_DETECT as FAST
+from tests.cli import detect_clip, invoke
 dm = pytest.importorskip("datumaro")
-
-FAST = ["--imgsz", "128", "-q", "--conf", "0.05"]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("interop")
-    clip = make_clip(root / "walk.mp4", n_frames=10, width=96, height=64, fps=10)
-    out = root / "run"
-    result = invoke("detect", clip, "-o", out, "--format", "coco", "--format", "cvat", "--format", "mot", *FAST)
-    assert result.exit_code == 0, result.stderr
-    coco = json.loads((out / "walk.coco.json").read_text())
+    out, coco = detect_clip(tmp_path_factory.mktemp("interop"), 10, "cvat", "mot")
     assert any("instance_id" in a for a in coco["annotations"])  # the clip gives tracks at this threshold
     return out, coco
 

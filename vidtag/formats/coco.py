@@ -27,7 +27,7 @@ import contextlib
 import io
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
@@ -54,11 +54,6 @@ SUPERCATEGORY = "object"
 def image_id(frame_idx: int) -> int:
     """COCO image id of a frame: frame index + 1 (ids from 1)."""
     return int(frame_idx) + 1
-
-
-def category_id(label: int, classes: Sequence[str]) -> int:
-    """Category id of model class index ``label`` of ``classes`` (:func:`vidtag.coco_classes.category_ids`)."""
-    return category_ids(classes)[int(label)]
 
 
 def file_name(stem: str, frame_idx: int) -> str:

@@ -44,7 +44,7 @@ from vidtag.formats.base import (
     check_frames,
     linked_mask,
 )
-from vidtag.formats.coco import category_id
+from vidtag.coco_classes import category_ids
 
 COLUMNS = ("video", "frame", "time_s", "track_id", "class_id", "class_name", "score", "x1", "y1", "x2", "y2")
 DTYPES = {
@@ -101,7 +101,7 @@ def to_dataframe(meta: VideoMeta, frames: Iterable[FrameRecord]) -> pd.DataFrame
             "frame": frame_col,
             "time_s": np.round(time_col, TIME_DECIMALS) + 0.0,
             "track_id": pd.array(np.where(linked, tracks, 0), dtype="Int64"),
-            "class_id": np.array([category_id(l, meta.classes) for l in labels], dtype=np.int64),
+            "class_id": np.asarray(category_ids(meta.classes), dtype=np.int64)[labels],
             "class_name": pd.Series(classes[labels] if len(labels) else [], dtype=str),
             "score": np.round(scores, SCORE_DECIMALS) + 0.0,
             "x1": boxes[:, 0],

@@ -39,7 +39,8 @@ from vidtag.formats.base import (
     round_float,
     xyxy_to_xywh,
 )
-from vidtag.formats.coco import VIDEO_ID, category_id, dumps, image_id
+from vidtag.coco_classes import category_ids
+from vidtag.formats.coco import VIDEO_ID, dumps, image_id
 
 
 def _linked_boxes(meta: VideoMeta, frames: Iterable[FrameRecord]):
@@ -77,6 +78,7 @@ def to_mot_lines(meta: VideoMeta, frames: Iterable[FrameRecord]) -> list[str]:
 def to_mot_json(meta: VideoMeta, frames: Iterable[FrameRecord]) -> list[dict]:
     """Convert frames to the TAO-style result list; see the module docstring."""
     out = []
+    ids = category_ids(meta.classes)
     for frame_idx, track, label, xywh, score in _linked_boxes(meta, frames):
         out.append(
             {
@@ -84,7 +86,7 @@ def to_mot_json(meta: VideoMeta, frames: Iterable[FrameRecord]) -> list[dict]:
                 "image_id": image_id(frame_idx),
                 "frame_id": int(frame_idx),
                 "track_id": track,
-                "category_id": category_id(label, meta.classes),
+                "category_id": ids[label],
                 "category": meta.classes[label],
                 "bbox": [round_float(v, PIXEL_DECIMALS) for v in xywh],
                 "score": round_float(score, SCORE_DECIMALS),
