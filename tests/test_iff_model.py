@@ -223,6 +223,17 @@ def test_ring_keeps_only_its_capacity(nanodet):
         ring.gather([6])
 
 
+def _fuse_cells_loop(own, aggregated):
+    """fuse_by_cell written as a loop over one frame's cells."""
+    from vidtag.models.nanodet import NanoDetOutput
+
+    cls, dist = aggregated.cls_scores.clone(), aggregated.box_dists.clone()
+    for n in range(cls.shape[1]):
+        if float(own.cls_scores[0, n].max()) >= float(aggregated.cls_scores[0, n].max()):
+            cls[0, n], dist[0, n] = own.cls_scores[0, n], own.box_dists[0, n]
+    return NanoDetOutput(cls, dist, aggregated.level_shapes, aggregated.strides)
+
+
 def _whole_video_reference(model, frames, imgsz, shots=None, gate_score=0.3):
     """Every frame's features at once, then each frame aggregated over window_indices
     (within its shot: ``shots`` lists (first, end) frame ranges), each neighbour whose
@@ -230,7 +241,8 @@ def _whole_video_reference(model, frames, imgsz, shots=None, gate_score=0.3):
     (plain loops): no ring, no streaming.  With ``clean_gate``, a frame whose mass (the
     sum of its cells' best class scores >= ``gate_score``) is at least the gate times
     the median over the frame and its neighbours keeps its own detections, and so does
-    one whose aggregated output has less mass than its own."""
+    one whose aggregated output has less mass than its own (``fusion="frame"``), or
+    takes cell by cell the more confident output (``fusion="cells"``)."""
     from vidtag.models.nanodet import postprocess
     from vidtag.models.preprocess import letterbox
     from vidtag.shots import frame_thumbnails
@@ -257,7 +269,11 @@ def _whole_video_reference(model, frames, imgsz, shots=None, gate_score=0.3):
                 own = model.predict(ff.select([t]).features)
                 window = sorted(mass(model.predict(ff.select([j]).features)) for j in [t] + neighbours)
                 median = (window[(len(window) - 1) // 2] + window[len(window) // 2]) / 2
-                if mass(own) >= model.config.clean_gate * median or mass(out) < mass(own):
+                if mass(own) >= model.config.clean_gate * median:
+                    out = own
+                elif model.config.fusion == "cells":
+                    out = _fuse_cells_loop(own, out)
+                elif mass(out) < mass(own):
                     out = own
             dets += postprocess(out, box, conf_threshold=0.05, iou_threshold=0.6, max_det=100)
     return dets
@@ -544,11 +560,12 @@ def _gated_detector(nanodet, frames, window, gate_score):
     return detector
 
 
-@pytest.mark.parametrize("chunk", [3, 8])
-def test_clean_gate_equals_the_whole_video_reference(nanodet, chunk):
+@pytest.mark.parametrize("chunk,fusion", [(3, "frame"), (8, "frame"), (3, "cells"), (8, "cells")])
+def test_clean_gate_equals_the_whole_video_reference(nanodet, chunk, fusion):
     frames = _frames(13, seed=3)
     frames[5:8] = (frames[5:8] * 0.3).astype(np.uint8)  # a dark stretch
     detector = _gated_detector(nanodet, frames, 4, gate_score=0.01)
+    detector.model.configure(fusion=fusion)
     dets = list(detector.run(_chunks(frames, chunk)))
     ref = _whole_video_reference(detector.model, frames, 96, gate_score=0.01)
     assert 0 < len(detector.own_frames) < len(frames)  # both branches ran
@@ -585,3 +602,28 @@ def test_clean_gate_keeps_every_frame_of_a_still_clip_and_not_a_frame_that_went_
     list(detector.run(_chunks(still, 3)))
     assert detector.own_frames == [0, 1, 2, 4, 5, 6]
     assert detector.own_weight[3] < 1 and all(detector.own_weight[t] == 1 for t in detector.own_frames)
+
+
+def test_fuse_by_cell_takes_each_cell_from_the_more_confident_output():
+    from vidtag.models.iff import fuse_by_cell
+    from vidtag.models.nanodet import NanoDetOutput
+
+    own = NanoDetOutput(torch.tensor([[[0.9, 0.1], [0.2, 0.1], [0.5, 0.0]]]), torch.full((1, 3, 4), 1.0), ((1, 3),), (8,))
+    window = NanoDetOutput(torch.tensor([[[0.3, 0.6], [0.1, 0.7], [0.0, 0.5]]]), torch.full((1, 3, 4), 2.0), ((1, 3),), (8,))
+    fused = fuse_by_cell(own, window)
+    # cell 0: own 0.9 > 0.6; cell 1: window 0.7 > 0.2; cell 2: a tie at 0.5 keeps own
+    assert torch.equal(fused.cls_scores, torch.tensor([[[0.9, 0.1], [0.1, 0.7], [0.5, 0.0]]]))
+    assert fused.box_dists[0, :, 0].tolist() == [1.0, 2.0, 1.0]
+
+
+def test_cell_fusion_without_a_gate_keeps_every_cell_at_least_as_confident_as_the_frame_alone(nanodet):
+    frames = _frames(9, seed=6)
+    model = build_iff(nanodet, IFFConfig(window=4, fusion="cells"))
+    model.iff.flow.bias.data = torch.tensor([0.5, 0.25])
+    detector = IFFVideoDetector(model, ("x",) * 80, DetectOptions(conf=0.05, imgsz=96))
+    fused = list(detector.run(_chunks(frames, 4)))
+    alone = list(IFFVideoDetector(build_iff(nanodet, IFFConfig(window=0)), ("x",) * 80,
+                                  DetectOptions(conf=0.05, imgsz=96)).run(_chunks(frames, 4)))
+    assert not detector.own_frames  # no gate: every frame was aggregated and fused
+    for f, a in zip(fused, alone, strict=True):
+        assert len(a) == 0 or (len(f) and f.scores.max() >= a.scores.max() - 1e-6)

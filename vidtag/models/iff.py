@@ -48,6 +48,12 @@ The paper's parts, mapped onto NanoDet (see ``shared/papers/NOTES.md``):
   those carry more mass than the frame's own (a window that did not help,
   e.g. where the flow fails, changes nothing).  A clip where nothing
   degrades is then the per-frame result at little more than per-frame cost.
+* Fusion of an aggregated frame's output (``fusion``, not in FGFA, inference
+  only).  ``"frame"``: the whole frame keeps either its own detections or the
+  aggregated ones, as above.  ``"cells"``: head cell by head cell, the output
+  whose best class score is higher (the frame's own on a tie), class scores
+  and box together (:func:`fuse_by_cell`): a position the frame sees well
+  keeps its own box and score, a position it lost takes the window's.
 * Window (``window`` neighbours, default 20 = +-10): frames before the first
   and after the last are the first and last frame repeated, and each repeat
   counts in the softmax.  ``window = 0`` is the per-frame detector exactly.
@@ -88,6 +94,7 @@ from vidtag.shots import CUT_THRESHOLD, ShotBoundaries, frame_thumbnails
 from vidtag.types import Detections, FrameChunk
 
 MODULES = ("basic", "advanced")
+FUSIONS = ("frame", "cells")
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,7 @@ class IFFConfig:
     lookalike_threshold: float = 0.2  # a neighbour whose thumbnail NCC with the frame is below this is replaced by the frame (dissolves, flashes); 0 = off
     window_step: int = 1  # aggregate every step-th frame of the window (at most window/2), each counting as window / (neighbours used) frames (module doc)
     clean_gate: float = 0.0  # a frame whose confidence mass is >= this fraction of its window's median keeps its own detections (module doc); 0 = off
+    fusion: str = "frame"  # an aggregated frame's output: "frame" (own or aggregated, by mass) or "cells" (per head cell, the more confident; module doc)
 
     @classmethod
     def from_saved(cls, saved: dict, **overrides) -> "IFFConfig":
@@ -135,6 +143,8 @@ class IFFConfig:
             raise ValueError(f"window_step must be >= 1, got {self.window_step}")
         if not 0 <= self.clean_gate <= 1:
             raise ValueError(f"clean_gate must be in [0, 1] (0 = off), got {self.clean_gate}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
 
     @property
     def radius(self) -> int:
@@ -323,7 +333,7 @@ class IFFDetector(nn.Module):
         self.config = config
         self.engine = None  # inference only: a vidtag.models.runtime.OnnxNanoDet that runs N_m and the head instead of torch
 
-    INFERENCE_FIELDS = ("window", "window_step", "cut_threshold", "self_prior", "lookalike_threshold", "clean_gate")
+    INFERENCE_FIELDS = ("window", "window_step", "cut_threshold", "self_prior", "lookalike_threshold", "clean_gate", "fusion")
     """Config fields that may change after training (the modules do not depend on them)."""
 
     def configure(self, **changes) -> None:
@@ -453,6 +463,20 @@ def build_iff(detector: NanoDet, config: IFFConfig | None = None) -> IFFDetector
 # ---------------------------------------------------------------------------
 
 
+def fuse_by_cell(own: NanoDetOutput, aggregated: NanoDetOutput) -> NanoDetOutput:
+    """Per head cell, the more confident of two outputs of the same frames.
+
+    own, aggregated: NanoDetOutput with cls_scores [B, N, K] and box_dists
+    [B, N, 4 * (reg_max + 1)] over the same cells.  Returns a NanoDetOutput
+    whose cell n takes both its class scores and its box logits from ``own``
+    where own's best class score is >= aggregated's, else from ``aggregated``.
+    """
+    take_own = (own.cls_scores.amax(dim=-1) >= aggregated.cls_scores.amax(dim=-1)).unsqueeze(-1)
+    return NanoDetOutput(torch.where(take_own, own.cls_scores, aggregated.cls_scores),
+                         torch.where(take_own, own.box_dists, aggregated.box_dists),
+                         aggregated.level_shapes, aggregated.strides)
+
+
 def lookalike_window(t: int, neighbours: list[int], thumbs: dict[int, Tensor], threshold: float) -> list[int]:
     """``neighbours`` of frame t with each one whose thumbnail NCC with t's is below
     ``threshold`` replaced by t itself (``thumbs``: index -> :func:`vidtag.shots.thumbnails`
@@ -514,6 +538,15 @@ class FeatureRing:
         return self.storage.select([i % self.capacity for i in indices])
 
 
+@dataclass
+class OwnOutput:
+    """A frame's detection on its own features (clean gate and cell fusion)."""
+
+    mass: float  # confidence_mass of its head output
+    detections: Detections  # post-processed, source pixels
+    raw: NanoDetOutput | None  # the head output (one frame), kept for fusion="cells"
+
+
 class IFFVideoDetector:
     """Video detector with the interface of ``build.FrameDetector``.
 
@@ -530,8 +563,10 @@ class IFFVideoDetector:
     the neighbours replaced in the last video.  With ``config.clean_gate``,
     each frame is also detected on its own features, and a frame whose
     :func:`confidence_mass` is at least ``clean_gate`` times its window's
-    median keeps those detections; the others are aggregated and keep the
-    aggregated detections where those carry more mass than their own.
+    median keeps those detections; the others are aggregated and, with
+    ``config.fusion == "frame"``, keep the aggregated detections where those
+    carry more mass than their own, or with ``"cells"`` take, cell by cell,
+    the more confident of their own and the aggregated head output.
     ``own_frames`` lists the frames that kept their own detections in the
     last video, ``own_weight`` the current frame's mean aggregation weight
     per frame (1 where it kept its own).
@@ -554,7 +589,7 @@ class IFFVideoDetector:
         self.shots: ShotBoundaries | None = None  # the current video's hard cuts; set by run()
         self.thumbs: dict[int, Tensor] = {}  # thumbnails of the frames windows can still reach, by index
         self.replaced = 0  # window neighbours replaced by the frame itself in the last video (lookalike_window)
-        self.own: dict[int, tuple[float, Detections]] = {}  # clean gate: confidence mass and own detections, by index
+        self.own: dict[int, OwnOutput] = {}  # clean gate / cell fusion: each frame's output on its own features, by index
         self.own_frames: list[int] = []  # frames of the last video that kept their own detections (clean gate)
         self.own_weight: dict[int, float] = {}  # last video: the current frame's mean aggregation weight (1: kept its own)
         self.gate_score = MASS_MIN_SCORE  # class scores below this do not count towards the confidence mass
@@ -574,7 +609,8 @@ class IFFVideoDetector:
         self.shots = ShotBoundaries(self.model.config.cut_threshold, self.options.imgsz)
         self.thumbs, self.own = {}, {}
         self.replaced, self.own_frames, self.own_weight = 0, [], {}
-        gate = self.model.config.clean_gate > 0
+        cells = self.model.config.fusion == "cells"
+        own_pass = self.model.config.clean_gate > 0 or cells  # the head also runs on each frame's own features
         box, shape, emitted = None, None, 0
         for chunk in chunks:
             frames = torch.as_tensor(chunk.frames).to(self.device, non_blocking=True)
@@ -593,12 +629,13 @@ class IFFVideoDetector:
                 for old in [i for i in self.thumbs if i < start - 2 * radius]:
                     del self.thumbs[old]  # frames this chunk's windows can no longer reach
             batch = self.model.frame_features(x)
-            if gate:
+            if own_pass:
                 start = ring.next_index
                 own = self.model.predict(batch.features)
                 masses = confidence_mass(own.cls_scores, self.gate_score).tolist()
                 for k, dets in enumerate(self.options.postprocess(own, box)):
-                    self.own[start + k] = (masses[k], dets)
+                    raw = NanoDetOutput(own.cls_scores[k : k + 1], own.box_dists[k : k + 1], own.level_shapes, own.strides) if cells else None
+                    self.own[start + k] = OwnOutput(masses[k], dets, raw)
                 for old in [i for i in self.own if i < start - 2 * radius]:
                     del self.own[old]
             for row in range(len(batch)):
@@ -621,16 +658,16 @@ class IFFVideoDetector:
             kept = lookalike_window(t, neighbours, self.thumbs, self.model.config.lookalike_threshold)
             self.replaced += sum(a != b for a, b in zip(neighbours, kept))
             neighbours = kept
-        gate = self.model.config.clean_gate
-        if gate > 0:
-            mass, dets = self.own[t]
-            if mass >= gate * float(np.median([self.own[j][0] for j in [t] + neighbours])):
-                return self._keep_own(t, dets)
+        gate, own = self.model.config.clean_gate, self.own.get(t)
+        if gate > 0 and own.mass >= gate * float(np.median([self.own[j].mass for j in [t] + neighbours])):
+            return self._keep_own(t, own.detections)
         counts = None if step == 1 else torch.full((len(neighbours),), self.model.config.window / len(neighbours), device=self.device)
         agg = self.model.aggregate(self.ring.gather([t]), self.ring.gather(neighbours), counts)
         out = self.model.predict(agg.features)
-        if gate > 0 and float(confidence_mass(out.cls_scores, self.gate_score)[0]) < mass:
-            return self._keep_own(t, dets)  # the window did not help this frame: it sees less than the frame alone
+        if self.model.config.fusion == "cells":
+            out = fuse_by_cell(own.raw, out)
+        elif gate > 0 and float(confidence_mass(out.cls_scores, self.gate_score)[0]) < own.mass:
+            return self._keep_own(t, own.detections)  # the window did not help this frame: it sees less than the frame alone
         self.own_weight[t] = float(torch.stack([w[0].mean() for w in agg.weights]).mean())
         return self.options.postprocess(out, box)[0]
 
