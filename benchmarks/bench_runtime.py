@@ -96,7 +96,7 @@ def main() -> None:
 
     from vidtag.io.decode import probe
     from vidtag.models.build import build_detector
-    from vidtag.models.preprocess import plan_letterbox
+    from vidtag.ops.letterbox import plan_letterbox
 
     info = probe(args.clip)
     frame_detector = build_detector("frame", device="cpu", runtime="torch")[0]

@@ -20,7 +20,7 @@ from vidtag.models.nanodet import (
     load_nanodet,
     postprocess,
 )
-from vidtag.models.preprocess import plan_letterbox
+from vidtag.ops.letterbox import plan_letterbox
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent

