@@ -33,7 +33,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 BATCH = 8
 
@@ -50,7 +49,7 @@ def main() -> None:
 
     import torch
 
-    from robustness import ap50, to_video_boxes
+    from vidtag.eval.robustness import ap50, to_video_boxes
     from vidtag.io.decode import iter_chunks
     from vidtag.models.build import DetectOptions
     from vidtag.models.nanodet import load_nanodet
