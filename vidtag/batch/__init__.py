@@ -11,7 +11,8 @@ The modules, by what they own:
 
 * ``discovery``: files and folders -> :class:`VideoTask` s whose outputs
   never collide (:func:`find_videos`);
-* ``ledger``: ``vidtag-run.json`` and its records (:class:`Manifest`);
+* ``ledger``: ``vidtag-run.json`` and its records (:class:`Manifest`,
+  :class:`RunRecord`);
 * ``output_dir``: the output folder: writable, locked against a second run
   (:class:`OutputLock`), cleared of a killed run's leftovers;
 * ``scheduling``: the two schedulers, :func:`run_batch` (one video after the
@@ -20,7 +21,7 @@ The modules, by what they own:
 """
 
 from vidtag.batch.discovery import ANNOTATED_SUFFIX, VIDEO_SUFFIXES, VideoTask, find_videos
-from vidtag.batch.ledger import MANIFEST_NAME, Manifest, atomic_write_text, fingerprint, options_key
+from vidtag.batch.ledger import MANIFEST_NAME, Manifest, OutputFile, RunRecord, atomic_write_text, fingerprint, options_key
 from vidtag.batch.output_dir import LOCK_NAME, OutputLock, prepare_output_dir, remove_leftovers
 from vidtag.batch.scheduling import BatchSummary, EventFn, Executor, error_line, process_video, run_batch, run_batch_parallel
 
@@ -33,7 +34,9 @@ __all__ = [
     "EventFn",
     "Executor",
     "Manifest",
+    "OutputFile",
     "OutputLock",
+    "RunRecord",
     "VideoTask",
     "atomic_write_text",
     "error_line",

@@ -1,7 +1,7 @@
 """The run ledger: ``vidtag-run.json`` in the output folder, one record per input video.
 
 The file is ``{"tool": "vidtag", "version", "created", "updated", "videos":
-[record, ...]}`` (times UTC ISO 8601, to the second).  It is rewritten
+[RunRecord, ...]}`` (times UTC ISO 8601, to the second).  It is rewritten
 atomically after every video, so after a crash or Ctrl-C it tells the truth
 about what is complete; a rerun reads it to skip what is done.
 """
@@ -16,13 +16,54 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence, TypedDict
 
 from vidtag.errors import OutputError
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "vidtag-run.json"
+
+Status = Literal["pending", "done", "skipped", "failed"]
+"""A record's status: ``pending`` while its video is to run, then one of the other three."""
+
+
+class OutputFile(TypedDict):
+    """One output file of a video."""
+
+    file: str  # its path under the output folder (POSIX)
+    bytes: int  # its size
+
+
+class _RunRecordFields(TypedDict):
+    path: str  # the input, absolute
+    stem: str  # see VideoTask
+    output_name: str  # see VideoTask
+    size: int | None  # the input's bytes (None when it cannot be read)
+    sha256_first_mib: str | None  # hex sha256 of the input's first MiB
+    status: Status
+    error: str | None  # one line naming the input, when failed
+    outputs: dict[str, OutputFile]  # format -> file
+    frames: int | None
+    seconds: float | None  # detect + write
+    fps: float | None  # frames / seconds
+    options_key: str  # :func:`options_key` of ``options``
+    options: dict  # the options that define the outputs
+    finished: str | None  # when the record became final (UTC ISO 8601)
+
+
+class RunRecord(_RunRecordFields, total=False):
+    """One input video's record in the ledger: a plain dict, as it is in the JSON file, keys in this order.
+
+    A video that was detected and written also has the fields its ``write``
+    function returned beyond those above (vidtag's: ``width`` and ``height``
+    of the video, ``detect_fps``), after ``finished``.
+    """
+
+    width: int
+    height: int
+    detect_fps: float
+
 
 def fingerprint(path: Path) -> tuple[int, str]:
     """(size in bytes, sha256 hex of the first MiB): cheap identity of a file."""
@@ -43,7 +84,7 @@ class Manifest:
 
     def __init__(self, out_dir: Path):
         self.path = Path(out_dir) / MANIFEST_NAME
-        self.records: dict[str, dict] = {}
+        self.records: dict[str, RunRecord] = {}
         self.created = utc_now()
         if self.path.exists():
             self._load()
@@ -61,7 +102,7 @@ class Manifest:
             log.warning("%s: unreadable manifest (%s); kept as %s and starting a new one", self.path, err, backup.name)
             self.records = {}
 
-    def get(self, path: Path) -> dict | None:
+    def get(self, path: Path) -> RunRecord | None:
         return self.records.get(os.path.abspath(path))
 
     def owner(self, output_name: str, path: Path) -> str | None:
@@ -72,7 +113,7 @@ class Manifest:
                 return r["path"]
         return None
 
-    def put(self, record: dict) -> None:
+    def put(self, record: RunRecord) -> None:
         self.records[record["path"]] = record
         self.save()
 

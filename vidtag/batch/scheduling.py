@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol, Sequence
 
 from vidtag.batch.discovery import VideoTask
-from vidtag.batch.ledger import Manifest, fingerprint, options_key, utc_now
+from vidtag.batch.ledger import Manifest, RunRecord, fingerprint, options_key, utc_now
 from vidtag.batch.output_dir import OutputLock, prepare_output_dir, remove_leftovers
 from vidtag.errors import VidtagError
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class BatchSummary:
     """Counts of a batch run and the records of this run's videos."""
 
-    records: list[dict] = field(default_factory=list)
+    records: list[RunRecord] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(r["status"] == status for r in self.records)
@@ -40,7 +40,7 @@ class BatchSummary:
         return all(r["status"] in ("done", "skipped") for r in self.records)
 
 
-EventFn = Callable[[str, VideoTask, dict | None], None]
+EventFn = Callable[[str, VideoTask, RunRecord | None], None]
 """on_event(kind, task, record): kind is 'start' (detection begins) or 'end' (record final)."""
 
 
@@ -82,7 +82,7 @@ def run_batch(
     key = options_key(options)
     summary = BatchSummary()
 
-    def finish(task: VideoTask, record: dict) -> None:
+    def finish(task: VideoTask, record: RunRecord) -> None:
         _finish_record(manifest, summary, task, record, on_event)
 
     def settle(pending) -> None:
@@ -138,12 +138,12 @@ def run_batch(
 
 def process_video(
     task: VideoTask,
-    record: dict,
+    record: RunRecord,
     detect: Callable[[VideoTask], object],
     write: Callable[[VideoTask, object], dict],
     *,
     catch: type[BaseException] | tuple[type[BaseException], ...] = Exception,
-) -> dict:
+) -> RunRecord:
     """Detect and write one video, start to end; its record, ``done`` or ``failed``.
 
     What an executor's worker runs for each video of :func:`run_batch_parallel`
@@ -169,7 +169,7 @@ class Executor(Protocol):
     early cancels what has not finished.
     """
 
-    def run(self, items: Sequence[tuple[VideoTask, dict]]) -> Iterator[tuple[VideoTask, dict]]: ...
+    def run(self, items: Sequence[tuple[VideoTask, RunRecord]]) -> Iterator[tuple[VideoTask, RunRecord]]: ...
 
 
 def run_batch_parallel(
@@ -236,7 +236,7 @@ def _close(results) -> None:
 
 
 def _prepare_record(task: VideoTask, key: str, options: dict, manifest: Manifest, out_dir: Path,
-                    overwrite: bool) -> dict:
+                    overwrite: bool) -> RunRecord:
     """A new record for ``task``: ``pending`` (to do), ``skipped`` (done before)
     or ``failed`` (the input cannot be read)."""
     record = _new_record(task, key, options)
@@ -257,7 +257,7 @@ def _prepare_record(task: VideoTask, key: str, options: dict, manifest: Manifest
     return record
 
 
-def _finish_record(manifest: Manifest, summary: BatchSummary, task: VideoTask, record: dict,
+def _finish_record(manifest: Manifest, summary: BatchSummary, task: VideoTask, record: RunRecord,
                    on_event: EventFn | None) -> None:
     """Store a final record and report it.
 
@@ -274,7 +274,7 @@ def _finish_record(manifest: Manifest, summary: BatchSummary, task: VideoTask, r
             on_event("end", task, record)
 
 
-def _remove_stale_outputs(previous: dict | None, record: dict, out_dir: Path) -> None:
+def _remove_stale_outputs(previous: RunRecord | None, record: RunRecord, out_dir: Path) -> None:
     """Delete the files of ``previous`` (the same input's last record) that ``record``'s
     outputs do not replace: a video's outputs are always one set, of one run's options."""
     if not previous:
@@ -309,9 +309,9 @@ def error_line(err: BaseException, path: Path) -> str:
     return f"{path}: {type(err).__name__}: {_one_line(err)}"
 
 
-def _new_record(task: VideoTask, key: str, options: dict) -> dict:
+def _new_record(task: VideoTask, key: str, options: dict) -> RunRecord:
     """``task``'s record before anything is known of it: ``pending``."""
-    return dict(
+    return RunRecord(
         path=os.path.abspath(task.path),
         stem=task.stem,
         output_name=task.output_name,
@@ -329,12 +329,12 @@ def _new_record(task: VideoTask, key: str, options: dict) -> dict:
     )
 
 
-def _finish(record: dict) -> dict:
+def _finish(record: RunRecord) -> RunRecord:
     record["finished"] = utc_now()
     return record
 
 
-def _still_done(previous: dict | None, record: dict, out_dir: Path) -> bool:
+def _still_done(previous: RunRecord | None, record: RunRecord, out_dir: Path) -> bool:
     """True when ``previous`` is a complete run of the same file with the same options."""
     if not previous or previous.get("status") not in ("done", "skipped"):
         return False
