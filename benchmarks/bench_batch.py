@@ -82,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
 
-    from tests.clips import make_clip
+    from vidtag.testclip import make_clip
 
     n = args.videos
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_psla_cost import median_ms  # noqa: E402
+from vidtag.timing import median_ms  # noqa: E402
 
 REPRODUCE = "python benchmarks/bench_iff_cost.py " + " ".join(sys.argv[1:])
 

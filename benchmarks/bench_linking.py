@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: vidtag and tests
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: vidtag
 
-from tests.seqnms_reference import reference_link  # noqa: E402
 from vidtag.linking import link  # noqa: E402
+from vidtag.seqnms_reference import reference_link  # noqa: E402
 from vidtag.types import Detections  # noqa: E402
 
 WIDTH, HEIGHT = 1280, 720

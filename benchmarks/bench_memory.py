@@ -29,7 +29,7 @@ def main() -> None:
 
     from vidtag.api import Settings, annotate  # first: `import vidtag` tunes malloc (vidtag/heap.py)
     from vidtag.heap import resident_mb
-    from tests.clips import make_clip
+    from vidtag.testclip import make_clip
 
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "long.mp4"

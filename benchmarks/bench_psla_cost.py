@@ -24,24 +24,14 @@ new modules (their cost does not depend on the values).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vidtag.timing import median_ms  # noqa: E402
+
 REPRODUCE = "python benchmarks/bench_psla_cost.py " + " ".join(sys.argv[1:])
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
 
 
 def main() -> None:

@@ -33,7 +33,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 BATCH = 8
 
@@ -50,7 +49,7 @@ def main() -> None:
 
     import torch
 
-    from robustness import ap50, to_video_boxes
+    from vidtag.eval.robustness import ap50, to_video_boxes
     from vidtag.io.decode import iter_chunks
     from vidtag.models.build import DetectOptions
     from vidtag.models.nanodet import load_nanodet
@@ -96,7 +95,7 @@ def main() -> None:
 
     from vidtag.io.decode import probe
     from vidtag.models.build import build_detector
-    from vidtag.models.preprocess import plan_letterbox
+    from vidtag.ops.letterbox import plan_letterbox
 
     info = probe(args.clip)
     frame_detector = build_detector("frame", device="cpu", runtime="torch")[0]

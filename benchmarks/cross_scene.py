@@ -69,9 +69,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from robustness import BURST, CLIPS, DEFAULT_FOOTAGE, DEGRADED_FRACTION, ap50, load_held_out, sha256_of, to_video_boxes  # noqa: E402
+from vidtag.eval.robustness import BURST, CLIPS, DEGRADED_FRACTION, ap50, load_held_out, to_video_boxes  # noqa: E402
+from vidtag.weights import file_sha256  # noqa: E402
+
+DEFAULT_FOOTAGE = ROOT.parent / "shared" / "footage"
 
 STILLS = ROOT.parent / "shared" / "stills"
 CHOOSE_STILLS = ("messi5.jpg", "basketball1.png", "leuvenA.jpg", "fruits.jpg", "home.jpg", "aero3.jpg")
@@ -145,7 +147,7 @@ def load_scenes(frames: int, real_frames: int, footage: Path) -> list[Scene]:
         scenes.append(make_scene(Path(name).stem, "confirm-fresh", clip, SEED + 500 + j))
     for j, clip in enumerate(CLIPS):
         path = footage / clip.file
-        if sha256_of(path) != clip.sha256:
+        if file_sha256(path) != clip.sha256:
             raise SystemExit(f"{path}: not the file SOURCE.md describes")
         clean = load_held_out(path, real_frames)[0]
         scenes.append(make_scene(clip.name, "real", clean, SEED + 100 + j))

@@ -70,14 +70,12 @@ docs/speed-accuracy.png (needs matplotlib: ``pip install 'vidtag[bench]'``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -85,171 +83,33 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-@dataclass(frozen=True)
-class Clip:
-    """A footage file and where its held-out part starts."""
-
-    name: str
-    file: str
-    sha256: str
-
-    @staticmethod
-    def held_out_start(num_frames: int) -> int:
-        """First held-out frame: frames [0, n // 2) are for training, [n // 2, n) for this benchmark."""
-        return num_frames // 2
-
-
-CLIPS = (  # the index is the clip's seed offset
-    Clip("vtest", "vtest.avi", "45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf"),
-    Clip("bikes", "bikes.mp4", "91028f9d6c72cc8137d8bd05678bdfcf5ab7c8fd9d7b77de70ce7a3ade257bb5"),
+from vidtag.eval.robustness import (  # noqa: E402  (the protocol: clips, split, seeds, pseudo GT, AP50)
+    BENCH_SEED,
+    BURST,
+    CHUNK_FRAMES,
+    CLIPS,
+    DEGRADED_FRACTION,
+    MIN_CLASS_BOXES,
+    PSEUDO_GT_SCORE,
+    RESERVED_SEEDS,
+    HeldOutClip,
+    ap50,
+    box_counts,
+    run_model,
+    scored_classes,
+    to_video_boxes,
 )
-BENCH_SEED = 1000
-RESERVED_SEEDS = (1000, 1999)  # inclusive; training must not use these
-DEGRADED_FRACTION = 0.4
-BURST = (3, 8)
+
 RUNTIME = "torch"  # every method on one engine, the reference (psla has no other); vidtag detect's default is in bench_runtime.py
-PSEUDO_GT_SCORE = 0.4
-MIN_CLASS_BOXES = 20  # a class enters the AP50 mean with at least this many pseudo-GT boxes in the scope (docstring)
 CANDIDATE_METHODS = ("frame", "psla", "iff")  # the order of the table; vidtag.types.METHODS decides what runs
 DEFAULT_LINKS = ("none", "seqnms+")
 DEFAULT_FOOTAGE = ROOT.parent / "shared" / "footage"
-BATCH = 8
 
 MD_BEGIN = "<!-- robustness.py: begin (generated; edits here are overwritten) -->"
 MD_END = "<!-- robustness.py: end -->"
 
 
-# --------------------------------------------------------------------------- data
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def load_held_out(path: Path, max_frames: int | None, part: str = "held_out") -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Decode the held-out frames of ``path`` into memory (``part="training"``: the
-    training frames instead, for tools that choose settings without touching the
-    held-out ones).
-
-    Returns:
-        (frames uint8[T, H, W, 3] RGB, timestamps float64[T], first frame's
-        index in the file, frame count of the file).
-    """
-    from vidtag.io.decode import iter_chunks, probe
-
-    if part not in ("held_out", "training"):
-        raise ValueError(f"part must be 'held_out' or 'training', got {part!r}")
-    info = probe(path)
-    start, end = (Clip.held_out_start(info.num_frames), info.num_frames) if part == "held_out" else (0, Clip.held_out_start(info.num_frames))
-    stop = end if max_frames is None else min(end, start + max_frames)
-    frames = np.empty((stop - start, info.height, info.width, 3), np.uint8)
-    stamps = np.empty(stop - start, np.float64)
-    chunks = iter_chunks(path, chunk_size=16, info=info)
-    try:
-        for chunk in chunks:
-            lo, hi = max(chunk.start, start), min(chunk.start + len(chunk), stop)
-            if hi > lo:
-                frames[lo - start : hi - start] = chunk.frames[lo - chunk.start : hi - chunk.start].cpu().numpy()
-                stamps[lo - start : hi - start] = chunk.timestamps[lo - chunk.start : hi - chunk.start]
-            if chunk.start + len(chunk) >= stop:
-                break
-    finally:
-        chunks.close()
-    return frames, stamps, start, info.num_frames
-
-
-class HeldOutClip:
-    """A clip's clean held-out frames (or, with ``part="training"``, its training
-    frames), their degradation schedule and the degraded frames it touches."""
-
-    def __init__(self, clip: Clip, index: int, footage: Path, seed: int, max_frames: int | None, part: str = "held_out"):
-        from vidtag.degrade import DegradationSchedule, apply
-
-        path = footage / clip.file
-        digest = sha256_of(path)
-        if digest != clip.sha256:
-            raise SystemExit(f"{path}: sha256 {digest} is not the one in SOURCE.md ({clip.sha256})")
-        self.clip = clip
-        self.frames, self.timestamps, self.start, self.file_frames = load_held_out(path, max_frames, part)
-        self.seed = seed + index
-        self.schedule = DegradationSchedule.sample(len(self.frames), self.seed, DEGRADED_FRACTION, BURST)
-        self.mask = self.schedule.mask()
-        self.degraded = {i: apply(self.frames[i], self.schedule[i]) for i in np.flatnonzero(self.mask)}
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def chunks(self, degraded: bool, timer: list[float]):
-        """FrameChunks of 8 frames; seconds spent building them are added to ``timer[0]``."""
-        import torch
-
-        from vidtag.types import FrameChunk
-
-        for s in range(0, len(self.frames), BATCH):
-            t0 = time.perf_counter()
-            e = min(s + BATCH, len(self.frames))
-            batch = self.frames[s:e]
-            if degraded and self.mask[s:e].any():
-                batch = batch.copy()
-                for i in range(s, e):
-                    if self.mask[i]:
-                        batch[i - s] = self.degraded[i]
-            chunk = FrameChunk(s, torch.from_numpy(batch), self.timestamps[s:e])
-            timer[0] += time.perf_counter() - t0
-            yield chunk
-
-
 # --------------------------------------------------------------------------- scoring
-
-
-def to_video_boxes(name: str, dets, classes, frame_ids, min_score: float | None = None, width=0, height=0):
-    """list[Detections] -> vidtag.eval VideoBoxes over ``frame_ids`` (GT when ``min_score`` is given)."""
-    from vidtag.eval.groundtruth import FrameBoxes, VideoBoxes
-
-    frames = {}
-    for i in frame_ids:
-        d = dets[i]
-        if min_score is not None:
-            d = d[d.scores >= min_score]
-        names = [classes[k] for k in d.labels]
-        ids = d.track_ids if d.track_ids is not None else np.full(len(d), -1)
-        frames[int(i)] = FrameBoxes(d.boxes, names, ids, None if min_score is not None else d.scores)
-    return VideoBoxes(name, frames, width, height)
-
-
-def box_counts(gt: dict) -> dict[str, int]:
-    """Pseudo-GT boxes per class name over the videos in ``gt``."""
-    counts: dict[str, int] = {}
-    for v in gt.values():
-        for f in v.frames.values():
-            for c in f.classes:
-                counts[c] = counts.get(c, 0) + 1
-    return counts
-
-
-def scored_classes(gt: dict, classes, min_boxes: int = MIN_CLASS_BOXES) -> list[str]:
-    """Classes with at least ``min_boxes`` pseudo-GT boxes in ``gt``, in label order: the classes AP50 averages over."""
-    counts = box_counts(gt)
-    return [c for c in classes if counts.get(c, 0) >= min_boxes]
-
-
-def ap50(gt: dict, pred: dict, classes, among=None) -> float | None:
-    """Pooled COCO AP50 (pycocotools) of the videos in ``gt``, the mean over the classes
-    present in the scored GT and, when ``among`` is given, in ``among`` too."""
-    from vidtag.eval.coco_ap import coco_ap
-
-    present = sorted({c for v in gt.values() for f in v.frames.values() for c in f.classes}, key=list(classes).index)
-    if among is not None:
-        keep = set(among)
-        present = [c for c in present if c in keep]
-    if not present:
-        return None
-    return coco_ap(gt, pred, {n: n for n in gt}, present)["AP50"]
 
 
 def only_class(videos: dict, name: str) -> dict:
@@ -381,17 +241,6 @@ def parse_settings(text: str | None, available, ablation: bool = False, iff_curv
 
 def setting_name(method: str, link: str) -> str:
     return method if link == "none" else f"{method}+{link}"
-
-
-def run_model(detector, clip: HeldOutClip, degraded: bool):
-    """(list[Detections], model seconds without chunk building, the hard cuts the detector found)."""
-    timer = [0.0]
-    t0 = time.perf_counter()
-    dets = list(detector.run(clip.chunks(degraded, timer)))
-    seconds = time.perf_counter() - t0 - timer[0]
-    if len(dets) != len(clip):
-        raise RuntimeError(f"{detector.method} gave {len(dets)} frames for {len(clip)}")
-    return dets, seconds, list(getattr(detector, "shot_starts", ()))
 
 
 def seqnms_breakdown(raw, classes, frame_ids, name, shot_starts=()):
@@ -655,7 +504,7 @@ def main() -> None:
         f"Degradations: vidtag.degrade.DegradationSchedule.sample(held-out frames, seed, fraction={DEGRADED_FRACTION}, "
         f"burst={BURST}), all kinds; seeds {RESERVED_SEEDS[0]}-{RESERVED_SEEDS[1]} are reserved for benchmarks "
         "(training must use others). Pseudo GT: per-frame NanoDet-g (imgsz 416, no linking) on the clean held-out "
-        f"frames, score >= {PSEUDO_GT_SCORE}. Detectors at conf {options.conf}, imgsz {options.imgsz}, chunks of {BATCH}; "
+        f"frames, score >= {PSEUDO_GT_SCORE}. Detectors at conf {options.conf}, imgsz {options.imgsz}, chunks of {CHUNK_FRAMES}; "
         f"frames/s = model + linking on in-memory frames (decode and degradation excluded), torch threads {args.threads}, "
         f"device {args.device}."
     )
@@ -665,7 +514,7 @@ def main() -> None:
 
     # Models: per clip, degraded then clean; the method order alternates between passes.
     for d in detectors.values():
-        warm = clips[0].frames[:BATCH]  # warm-up through the common video-detector interface
+        warm = clips[0].frames[:CHUNK_FRAMES]  # warm-up through the common video-detector interface
         from vidtag.types import FrameChunk
 
         list(d.run([FrameChunk(0, torch.from_numpy(warm), np.arange(len(warm), dtype=np.float64))]))
@@ -953,7 +802,7 @@ def main() -> None:
         },
         "pseudo_gt": {"score_at_least": PSEUDO_GT_SCORE, "boxes": counts, "frames_at_max_det": at_max_det,
                       "min_class_boxes": MIN_CLASS_BOXES, "scored_classes": scored},
-        "options": {"conf": options.conf, "iou": options.iou, "imgsz": options.imgsz, "batch": BATCH, "threads": args.threads, "device": args.device},
+        "options": {"conf": options.conf, "iou": options.iou, "imgsz": options.imgsz, "batch": CHUNK_FRAMES, "threads": args.threads, "device": args.device},
         "notes": notes,
         "results": results,
         "per_kind_ap50": kind_rows,

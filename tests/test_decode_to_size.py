@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from tests.clips import make_clip
 from vidtag.io.decode import iter_chunks, probe
 from vidtag.models.build import DetectOptions
-from vidtag.models.preprocess import letterbox, plan_letterbox
+from vidtag.models.preprocess import letterbox
+from vidtag.ops.letterbox import plan_letterbox
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,11 @@ import pytest
 
 from tests.clips import make_clip
 from tests.outputs import check_record, manifest_records, stray_files
-from vidtag.batch import LOCK_NAME, MANIFEST_NAME, STAGING_DIR, OutputLock
+from vidtag.batch import LOCK_NAME, MANIFEST_NAME, OutputLock
 from vidtag.errors import OutputError
 from vidtag.formats import SUFFIXES
 from vidtag.heap import resident_mb
+from vidtag.pipeline import STAGING_DIR
 
 FAST = ["--imgsz", "64", "--quiet"]
 REPO = Path(__file__).resolve().parents[1]
@@ -322,10 +323,10 @@ def test_lock_taken_on_a_file_removed_meanwhile_is_retaken(tmp_path, monkeypatch
         calls.append(op)
         return real_flock(f, op)
 
-    monkeypatch.setattr("vidtag.batch.fcntl.flock", flock_after_holder_left)
+    monkeypatch.setattr("vidtag.batch.output_dir.fcntl.flock", flock_after_holder_left)
     with OutputLock(tmp_path) as lock:
         assert os.fstat(lock._file.fileno()).st_ino == os.stat(tmp_path / LOCK_NAME).st_ino
-        monkeypatch.setattr("vidtag.batch.fcntl.flock", real_flock)
+        monkeypatch.setattr("vidtag.batch.output_dir.fcntl.flock", real_flock)
         with pytest.raises(OutputError, match="another vidtag run"):
             with OutputLock(tmp_path):
                 pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.seqnms_reference import reference_link, reference_paths
+from vidtag.seqnms_reference import reference_link, reference_paths
 from vidtag.linking import link, seq_nms_paths
 from vidtag.types import Detections
 

@@ -1,8 +1,5 @@
 import base64
-import importlib.util
-
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vidtag.models import tfjs_graph as tfjs
 from vidtag.models.nanodet import (
     COCO_CLASSES,
     NanoDetConfig,
@@ -20,20 +18,9 @@ from vidtag.models.nanodet import (
     load_nanodet,
     postprocess,
 )
-from vidtag.models.preprocess import plan_letterbox
+from vidtag.ops.letterbox import plan_letterbox
 
 DATA = Path(__file__).parent / "data"
-REPO = Path(__file__).parent.parent
-
-
-def _load_tfjs_graph():
-    """tools/ is not a package: import tools/tfjs_graph.py by path (once)."""
-    if "tfjs_graph" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("tfjs_graph", REPO / "tools" / "tfjs_graph.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["tfjs_graph"] = module  # dataclasses look their module up while the class is built
-        spec.loader.exec_module(module)
-    return sys.modules["tfjs_graph"]
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +115,6 @@ def _tiny_graph(tfjs):
 
 
 def test_interpreter_tiny_graph_matches_numpy():
-    tfjs = _load_tfjs_graph()
     graph, kernel, bias = _tiny_graph(tfjs)
     x = np.random.default_rng(2).standard_normal((1, 5, 6, 2))
     got = graph.run({"x": x}, ["out"])["out"]
@@ -145,7 +131,6 @@ def test_interpreter_tiny_graph_matches_numpy():
 
 
 def test_interpreter_resize_bilinear_half_pixel_matches_torch():
-    tfjs = _load_tfjs_graph()
     node = tfjs.Node("r", "ResizeBilinear", ("x", "s"), {"half_pixel_centers": {"b": True}})
     x = np.random.default_rng(3).standard_normal((1, 6, 4, 2))
     for size in ((12, 8), (3, 2), (5, 7)):

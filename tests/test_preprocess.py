@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from vidtag.models.preprocess import BGR_MEAN, BGR_STD, letterbox, plan_letterbox
+from vidtag.models.preprocess import BGR_MEAN, BGR_STD, letterbox
+from vidtag.ops.letterbox import plan_letterbox
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ bikes frames its cosine to the teacher's feature is 0.69 at stride 8, against
 0.95 for ``P_i``).  ``PSLAConfig.quality_bias`` adds a logit to the ``P_i``
 side at inference; this tool picks it.
 
-How.  The clips of ``benchmarks/robustness.py`` (vtest, bikes), but their
-first halves: the frames the modules were trained on, never the held-out
-halves the benchmark scores.  Degradations as in the benchmark (fraction 0.4,
+How.  The clips of ``benchmarks/robustness.py`` (vtest, bikes; the protocol
+is :mod:`vidtag.eval.robustness`), but their first halves: the frames the
+modules were trained on, never the held-out halves the benchmark scores.  Degradations as in the benchmark (fraction 0.4,
 bursts of 3-8 frames) with seeds ``--seed + k`` outside the benchmark's
 reserved 1000-1999.  Pseudo ground truth and AP50 as in the benchmark
 (per-frame NanoDet-g boxes with score >= 0.4 on the clean frames; classes with
@@ -37,22 +37,23 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import robustness as bench  # noqa: E402  (the benchmark's clips, scoring and seeds)
+from vidtag.eval import robustness as protocol  # noqa: E402  (the benchmark's clips, scoring and seeds)
+
+DEFAULT_FOOTAGE = ROOT.parent / "shared" / "footage"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("manifest", nargs="?", default=str(ROOT / "weights" / "psla-nanodet-g.json"))
     parser.add_argument("--biases", default="0,0.5,1,1.5,2,3", help="quality_bias values to try, comma-separated")
-    parser.add_argument("--footage", default=str(bench.DEFAULT_FOOTAGE))
+    parser.add_argument("--footage", default=str(DEFAULT_FOOTAGE))
     parser.add_argument("--seed", type=int, default=500, help="degradation seed of the first clip (not in 1000-1999)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write", action="store_true", help="store the chosen bias in the manifest")
     args = parser.parse_args()
-    lo, hi = bench.RESERVED_SEEDS
-    if args.seed <= hi and args.seed + len(bench.CLIPS) - 1 >= lo:  # clip k uses seed + k
+    lo, hi = protocol.RESERVED_SEEDS
+    if args.seed <= hi and args.seed + len(protocol.CLIPS) - 1 >= lo:  # clip k uses seed + k
         raise SystemExit(f"--seed {args.seed}: seeds {lo}-{hi} are the benchmark's")
     biases = sorted({float(b) for b in args.biases.split(",")})
 
@@ -62,17 +63,17 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    clips = [bench.HeldOutClip(c, k, Path(args.footage), args.seed, None, part="training") for k, c in enumerate(bench.CLIPS)]
+    clips = [protocol.HeldOutClip(c, k, Path(args.footage), args.seed, None, part="training") for k, c in enumerate(protocol.CLIPS)]
     frame, _ = build_detector("frame", device="cpu", runtime="torch")  # psla runs in torch: compare like with like
     classes = frame.classes
     gt, gt_deg = {}, {}
     for c in clips:
-        clean, _, _ = bench.run_model(frame, c, False)
+        clean, _, _ = protocol.run_model(frame, c, False)
         h, w = c.frames.shape[1:3]
-        gt[c.clip.name] = bench.to_video_boxes(c.clip.name, clean, classes, np.arange(len(c)), bench.PSEUDO_GT_SCORE, w, h)
-        gt_deg[c.clip.name] = bench.to_video_boxes(c.clip.name, clean, classes, np.flatnonzero(c.mask), bench.PSEUDO_GT_SCORE, w, h)
-    scored = bench.scored_classes(gt, classes)
-    print(f"training frames: " + ", ".join(f"{c.clip.name} 0-{len(c) - 1} (seed {c.seed})" for c in clips) + f"; classes scored: {', '.join(scored)}")
+        gt[c.clip.name] = protocol.to_video_boxes(c.clip.name, clean, classes, np.arange(len(c)), protocol.PSEUDO_GT_SCORE, w, h)
+        gt_deg[c.clip.name] = protocol.to_video_boxes(c.clip.name, clean, classes, np.flatnonzero(c.mask), protocol.PSEUDO_GT_SCORE, w, h)
+    scored = protocol.scored_classes(gt, classes)
+    print("training frames: " + ", ".join(f"{c.clip.name} 0-{len(c) - 1} (seed {c.seed})" for c in clips) + f"; classes scored: {', '.join(scored)}")
 
     rows = []
     print("| quality_bias | AP50 degraded frames | fidelity | sum |")
@@ -81,10 +82,10 @@ def main() -> None:
         detector, _ = build_detector("psla", device="cpu", psla_options={"quality_bias": bias}, psla_weights=args.manifest)
         pred, pred_clean = {}, {}
         for c in clips:
-            pred[c.clip.name] = bench.to_video_boxes(c.clip.name, bench.run_model(detector, c, True)[0], classes, np.arange(len(c)))
-            pred_clean[c.clip.name] = bench.to_video_boxes(c.clip.name, bench.run_model(detector, c, False)[0], classes, np.arange(len(c)))
-        degraded = bench.ap50(gt_deg, pred, classes, scored)
-        fidelity = bench.ap50(gt, pred_clean, classes, scored)
+            pred[c.clip.name] = protocol.to_video_boxes(c.clip.name, protocol.run_model(detector, c, True)[0], classes, np.arange(len(c)))
+            pred_clean[c.clip.name] = protocol.to_video_boxes(c.clip.name, protocol.run_model(detector, c, False)[0], classes, np.arange(len(c)))
+        degraded = protocol.ap50(gt_deg, pred, classes, scored)
+        fidelity = protocol.ap50(gt, pred_clean, classes, scored)
         rows.append({"quality_bias": bias, "ap50_degraded_only": round(100 * degraded, 1), "fidelity": round(100 * fidelity, 1)})
         print(f"| {bias:g} | {100 * degraded:.1f} | {100 * fidelity:.1f} | {100 * (degraded + fidelity):.1f} |", flush=True)
     best = max(rows, key=lambda r: (r["ap50_degraded_only"] + r["fidelity"], -r["quality_bias"]))

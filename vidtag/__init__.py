@@ -3,6 +3,17 @@
 The data flows one way: decode -> model -> link -> write.  Library users call
 :func:`vidtag.detect` for one video; the ``vidtag`` command wraps the same API.
 
+The modules sit in layers; a module imports its own layer and those below it,
+never one above (``tests/test_layers.py`` checks every import, lazy ones too):
+
+    types (types, errors, coco_classes, heap, timing) -> ops
+    -> io (io, weights, degrade, synth, testclip) -> shots (shots, stride)
+    -> models -> linking (linking, seqnms_reference) -> formats -> eval
+    -> pipeline (pipeline, train) -> batch (batch, parallel, cluster, export)
+    -> api (api, this package's names) -> cli
+
+``tools/`` and ``benchmarks/`` import only the package.
+
 ``import vidtag`` leaves the process's malloc alone unless
 ``VIDTAG_MALLOC_TUNING=1`` asks for :mod:`vidtag.heap`'s settings (the
 ``vidtag`` command applies them itself unless it is ``0``).  It imports

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from vidtag.batch import BatchSummary, EventFn, VideoTask, find_videos, process_video, run_batch, run_batch_parallel
+from vidtag.batch import BatchSummary, EventFn, RunRecord, VideoTask, find_videos, process_video, run_batch, run_batch_parallel
 from vidtag.pipeline import ProgressFn, VideoDetections, detect_video, write_outputs
 from vidtag.types import LINK_METHODS  # the registry
 
@@ -284,7 +284,7 @@ class VideoJob:
             "detect_fps": round(result.fps, 2),
         }
 
-    def process(self, task: VideoTask, record: dict, catch=Exception) -> dict:
+    def process(self, task: VideoTask, record: RunRecord, catch=Exception) -> RunRecord:
         """Run one video in a worker: :func:`vidtag.batch.process_video` with
         this process's runner (built once, then reused for the next videos)."""
         return process_video(task, record, lambda t: self.detect(self.worker_runner(), t), self.write, catch=catch)

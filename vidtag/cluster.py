@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from vidtag.batch import VideoTask, error_line
+from vidtag.batch import RunRecord, VideoTask, error_line
 from vidtag.errors import VidtagError
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class RayExecutor:
         if self._started:
             import_ray().shutdown()
 
-    def run(self, items: Sequence[tuple[VideoTask, dict]]) -> Iterator[tuple[VideoTask, dict]]:
+    def run(self, items: Sequence[tuple[VideoTask, RunRecord]]) -> Iterator[tuple[VideoTask, RunRecord]]:
         """Submit every video, yield ``(task, record)`` as tasks finish; cancel the rest when closed."""
         ray = import_ray()
         if not items:
@@ -151,7 +151,7 @@ class RayExecutor:
             for ref in pending:
                 ray.cancel(ref, force=True)
 
-    def _result(self, ray, ref, task: VideoTask, record: dict) -> dict:
+    def _result(self, ray, ref, task: VideoTask, record: RunRecord) -> RunRecord:
         """The task's record, or a failed record saying why it failed for good."""
         tries = self.retries + 1
         try:
@@ -165,7 +165,7 @@ class RayExecutor:
         return record
 
 
-def _run_task(job, task: VideoTask, record: dict) -> dict:
+def _run_task(job, task: VideoTask, record: RunRecord) -> RunRecord:
     """The Ray task: one video, start to end, in a worker of the cluster.
 
     Input and output errors come back as a failed record; anything else

@@ -26,7 +26,7 @@ The search is exact and deterministic:
 
 IoUs are computed in float64 from the float32 boxes, one pair at a time with a
 fixed formula (:func:`_paired_iou`), so thresholds give the same answer as the
-plain reference in ``tests/seqnms_reference.py``.
+plain reference in :mod:`vidtag.seqnms_reference`.
 
 Speed: adjacency and same-frame overlaps are computed once, vectorised.  The
 DP values are kept between paths; after a path is removed only the boxes

@@ -15,7 +15,7 @@ import logging
 import os
 from typing import Iterator, Sequence
 
-from vidtag.batch import VideoTask, error_line
+from vidtag.batch import RunRecord, VideoTask, error_line
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class ProcessExecutor:
         self.workers = workers
         self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
 
-    def run(self, items: Sequence[tuple[VideoTask, dict]]) -> Iterator[tuple[VideoTask, dict]]:
+    def run(self, items: Sequence[tuple[VideoTask, RunRecord]]) -> Iterator[tuple[VideoTask, RunRecord]]:
         """Yield ``(task, record)`` as the workers finish; see the Executor protocol."""
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed

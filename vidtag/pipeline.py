@@ -135,7 +135,7 @@ def detect_video(
     cache: list | None = [] if keep_frames and fits and decode_device == "cpu" and not scaled else None
     size = None
     if scaled:
-        from vidtag.models.preprocess import plan_letterbox
+        from vidtag.ops.letterbox import plan_letterbox
 
         size = plan_letterbox((info.width, info.height), options.imgsz)[1]  # the network input without its padding
 

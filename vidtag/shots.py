@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vidtag.ops.letterbox import plan_letterbox
+
 THUMBNAIL_SIZE = (18, 32)  # (rows, columns)
 CUT_THRESHOLD = 0.4
 
@@ -37,8 +39,6 @@ def thumbnails(frames: Tensor) -> Tensor:
 def frame_thumbnails(x: Tensor, box, imgsz: int) -> Tensor:
     """:func:`thumbnails` of letterboxed frames (Tensor[B, 3, H, W] from ``preprocess.letterbox``
     at ``imgsz`` with ``box``), the padding cropped off: Tensor[B, 576]."""
-    from vidtag.models.preprocess import plan_letterbox
-
     _, (width, height) = plan_letterbox(box.source, imgsz)
     return thumbnails(x[:, :, box.pad_y : box.pad_y + height, box.pad_x : box.pad_x + width])
 

@@ -5,7 +5,8 @@ JSON-ready dict; ``format_rows(result)`` turns it into table rows.  The
 modules: ``groundtruth`` (loaders, one internal form), ``classmap``
 (prediction -> ground-truth class names), ``vid`` (VID mAP, motion
 categories), ``coco_ap`` (pycocotools), ``tracking`` (MOTA, IDF1, HOTA),
-``report`` (the two entry points).
+``report`` (the two entry points), ``robustness`` (the degraded held-out
+footage protocol of ``benchmarks/robustness.py``).
 """
 
 from vidtag.eval.report import evaluate, format_rows

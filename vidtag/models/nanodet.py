@@ -396,7 +396,7 @@ def postprocess(
 
     Args:
         output: network output for a batch of B frames of one letterbox.
-        letterbox (preprocess.Letterbox): how the frames were mapped to input.
+        letterbox (vidtag.ops.letterbox.Letterbox): how the frames were mapped to input.
         conf_threshold: minimum class score (strict >).
         iou_threshold: NMS IoU threshold.
         max_det: boxes kept per frame.

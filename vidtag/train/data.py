@@ -73,7 +73,7 @@ def _synthetic_frames(path: Path, start: int, stop: int, imgsz: int) -> VideoFra
 
     import cv2
 
-    from vidtag.models.preprocess import plan_letterbox
+    from vidtag.ops.letterbox import plan_letterbox
     from vidtag.synth import load_image, synth_clip
 
     seed = zlib.crc32(path.name.encode()) % MAX_TRAIN_SEED
@@ -101,7 +101,7 @@ def load_frames(path: str | Path, start: int, stop: int, imgsz: int) -> VideoFra
     import cv2
 
     from vidtag.io.decode import iter_chunks, probe
-    from vidtag.models.preprocess import plan_letterbox
+    from vidtag.ops.letterbox import plan_letterbox
 
     path = Path(path)
     if not 0 <= start < stop:

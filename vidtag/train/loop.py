@@ -210,7 +210,7 @@ def crop_targets(target, affine: np.ndarray, width: int, height: int, imgsz: int
         crop left in view, or None.
     """
     from vidtag.degrade import warp_boxes_xyxy
-    from vidtag.models.preprocess import plan_letterbox
+    from vidtag.ops.letterbox import plan_letterbox
 
     if target is None:
         return None

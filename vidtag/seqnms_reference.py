@@ -1,7 +1,8 @@
 """Seq-NMS and Seq-NMS+ written straight from the papers, in plain Python loops.
 
 Slow on purpose: the full dynamic programme is recomputed after every path.
-It is the yardstick for :mod:`vidtag.linking` and follows the same documented
+It is the yardstick for :mod:`vidtag.linking` (its tests compare the two;
+``benchmarks/bench_linking.py`` times them) and follows the same documented
 rules (see the module docstring there):
 
 * a[t, j] = s_j + max over remaining linked i in frame t-1 of a[t-1, i];
