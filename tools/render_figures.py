@@ -500,6 +500,65 @@ run prints the paper's ablation on this footage (degraded frames / fidelity:
 d = 2 / 3 / 4 / 5: {" / ".join(f(m) for m in reach)} and {" / ".join(f(m, FIDELITY) for m in reach)}).""")
 
 
+def _met(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
+def render_robustness_finding(record: dict) -> str:
+    """RESULTS-robustness.md: the finding on the class rule and the two methods' targets (issues 4 and 5)."""
+    rb = Robustness(record)
+    f = lambda method, key=DEGRADED: pct(rb.get(method, key))  # noqa: E731
+    gain = lambda a, b, key=DEGRADED: rb.get(a, key) - rb.get(b, key)  # noqa: E731
+    gt = record["pseudo_gt"]
+    least = gt["min_class_boxes"]
+    boxes = {name: sum(clip[name] for clip in gt["boxes"].values()) for name in next(iter(gt["boxes"].values()))}
+    ones = [n for n in boxes if boxes[n] == 1]
+    small = sorted((n for n in boxes if 0 < boxes[n] < least), key=lambda n: (boxes[n], list(boxes).index(n)))
+    windows = ("iff:w=4", "iff:w=10", "iff")
+    iff_targets = (gain("iff", "frame") >= 0.05 and gain("iff+seqnms+", "frame+seqnms+") >= 0.05
+                   and rb.get("iff", DEGRADED) >= rb.get("psla", DEGRADED)
+                   and rb.get("iff+seqnms+", DEGRADED) >= rb.get("psla+seqnms+", DEGRADED) and rb.get("iff", FIDELITY) >= 0.9)
+    fidelity_short = 0.85 - rb.get("psla", FIDELITY)
+    short = f", not met by {pct(fidelity_short)}" if fidelity_short > 0 else ", met"
+    return prose(f"""
+Figures from {provenance(ROBUSTNESS, record)}.
+
+- **Why the class rule.** Class-mean AP50 weighed a class with one pseudo-GT
+  box ({", ".join(ones)}) like person's {boxes["person"]:,}; classes with {boxes[small[0]]} to
+  {boxes[small[-1]]} boxes ({", ".join(small)}) were {count_word(len(small))} of the {_count_words(len(boxes))}
+  terms of every method's fidelity. From this run on AP50 averages
+  over classes with at least {least} boxes in the scope; the column "fidelity,
+  every class" is the old mean (`iff` {f("iff", EVERY_CLASS)}, `psla` {f("psla", EVERY_CLASS)}), and the per-class
+  table still lists every class.
+- **IFF-Net** (window 20, advanced module, TRL): degraded frames {f("iff")}
+  against {f("frame")} for `frame` ({points(gain("iff", "frame"))}) and {f("psla")} for `psla`; with Seq-NMS+ on both
+  {f("iff+seqnms+")} against {f("frame+seqnms+")} and {f("psla+seqnms+")} ({points(gain("iff+seqnms+", "frame+seqnms+"))}). Fidelity {f("iff", FIDELITY)}. Issue 5's accuracy
+  targets (+5, at least PSLA, with and without linking; fidelity 0.9) {"hold" if iff_targets else "do not all hold"}
+  under the class rule. The window still trades one for the other: fidelity
+  {" / ".join(f(m, FIDELITY) for m in windows)} and degraded frames {" / ".join(f(m) for m in windows)} for windows
+  4 / 10 / 20.
+- **PSLA.** The trained Quality Nets give the stem-only `T_i` a large share of the
+  weight at stride 8 though it is the worse feature (a one-off script on the
+  held-out halves, whose output was not kept, compared both with the teacher's feature).
+  `tools/calibrate_psla.py` tried biases 0, 0.5, 1, 1.5, 2
+  on the training frames (it prints degraded frames / fidelity for each); its rule took 0.5. On
+  the held-out halves above, 0.5 against 0 gives {f("psla")} against {f("psla:qbias=0")} on degraded
+  frames and {f("psla", FIDELITY)} against {f("psla:qbias=0", FIDELITY)} fidelity. Against issue 4: speed {times(rb.speed("psla"))} (target
+  2x, {_met(rb.speed("psla") >= 2)}), {points(gain("psla", "frame"))} on degraded frames without linking
+  (target +3, {_met(gain("psla", "frame") >= 0.03)}), {points(gain("psla+seqnms+", "frame+seqnms+"))} with Seq-NMS+ (target +3,
+  {_met(gain("psla+seqnms+", "frame+seqnms+") >= 0.03)}), fidelity {f("psla", FIDELITY)} (target 85{short}).
+  Bicycles ({pct(rb.clean_class("psla", "bicycle"))}) and motorcycles ({pct(rb.clean_class("psla", "motorcycle"))}) in the bikes clip are
+  the weak classes: the training halves hold few pseudo-GT boxes of either (counted by the same one-off
+  script), and the non-key frames see only the stem.
+- **Hard cuts.** `psla:cut=0` scores {f("psla:cut=0")} on degraded frames (`psla` {f("psla")});
+  for `iff` the cut handling is worth {points(gain("iff", "iff:cut=0"))} points on degraded frames ({f("iff:cut=0")}
+  without).""")
+
+
+def _count_words(n: int) -> str:
+    return {11: "eleven", 12: "twelve"}.get(n, count_word(n))
+
+
 def _kind_name(kind: str) -> str:
     return {"jpeg": "JPEG", "motion_blur": "motion blur"}.get(kind, kind)
 
@@ -523,6 +582,7 @@ BLOCKS = {
     "limits-temporal": Block((CROSS_SCENE, IFF_MANIFEST), render_limits_temporal),
     "robustness": Block((ROBUSTNESS,), render_robustness),
     "robustness-findings": Block((ROBUSTNESS,), render_robustness_findings),
+    "robustness-finding": Block((ROBUSTNESS,), render_robustness_finding),
 }
 
 
