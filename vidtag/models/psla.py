@@ -1,6 +1,6 @@
 """PSLA + RFU + DenseFT (Guo et al., ICCV 2019) on NanoDet-g.
 
-The paper's parts, mapped onto NanoDet (see ``shared/papers/NOTES.md``):
+The paper's parts, mapped onto NanoDet (equations in ``docs/equations.md``):
 
 * ``N_f`` (key frames): the whole backbone, the neck and, with the default
   ``feature="head"``, each head level's 3x3 conv.  The *high-level feature*
@@ -100,7 +100,7 @@ class PSLAConfig:
     fusion_channels: int = 32  # Update/Quality Net 1x1 width; paper 256 from a 2x1024 input (1/8) -> 256/8 = 32
     fusion_mid_channels: int = 16  # Update/Quality Net 3x3 width, paper Fig. 4 (16)
     transform_channels: int = 16  # Transform Net bottleneck width; paper 256 (1/4 of 1024); 16: -0.6 ms/frame vs 32 (bench)
-    fusion_init_logit: float = 16.0  # initial logit gap of Update/Quality Net: 1e-7 weight on the disfavoured input (NOTES: key frames == NanoDet at init)
+    fusion_init_logit: float = 16.0  # initial logit gap of Update/Quality Net: 1e-7 weight on the disfavoured input (fresh modules: key frames are NanoDet's own)
     use_rfu: bool = True  # Table 5 ablation: off = F_t is the key frame's own feature
     use_denseft: bool = True  # Table 5 ablation: off = non-key feature is PSLA(Transform(Fl), F_t), no Quality Net
     psla_impl: str = "auto"  # vidtag.ops.sampling: sparse on CPU (4x faster there), slices elsewhere

@@ -1,4 +1,4 @@
-"""Ops for feature flow (IFF-Net, Jin et al.; equations as fixed in ``shared/papers/NOTES.md``).
+"""Ops for feature flow (IFF-Net, Jin et al.; equations in ``docs/equations.md``).
 
 * :func:`correlation`: the correlation layer of the advanced IFF module,
   ``o(x, y, k) = <F_i(x, y), F_j(x + dx_k, y + dy_k)> / C`` for the

@@ -1,7 +1,7 @@
 """Sampling ops between two feature maps: sparse local attention (PSLA).
 
-PSLA (Guo et al., ICCV 2019, sect. 3.2; equations as fixed in
-``shared/papers/NOTES.md``) aligns a memory feature map to a query frame.
+PSLA (Guo et al., ICCV 2019, sect. 3.2; the equations as vidtag reads them
+are in ``docs/equations.md``) aligns a memory feature map to a query frame.
 For every cell ``p`` of the query it compares the query embedding at ``p``
 with the memory embedding at ``1 + 8 * d`` positions ``p + o`` (the centre,
 then rings at strides ``s = 1..d`` with ``a, b in {-s, 0, s}``), normalises
