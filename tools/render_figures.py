@@ -46,7 +46,7 @@ IFF_MANIFEST = "weights/iff-nanodet-g.json"
 BLOCK = re.compile(
     r"^<!-- figures:(?P<name>[\w-]+) begin\b[^\n]*-->\n(?P<body>.*?)^<!-- figures:(?P=name) end -->$", re.M | re.S
 )
-MARKER = re.compile(r"^<!-- figures:(?P<name>[\w-]+) (?P<end>begin|end)\b", re.M)
+MARKER = re.compile(r"^<!-- figures:(?P<name>[\w-]+) (?P<kind>begin|end)\b", re.M)
 
 
 class FigureError(Exception):
@@ -227,6 +227,10 @@ class CrossScene:
         """fidelity, degraded_frames or degraded_clip of a setting in a scope (a fraction)."""
         return self.rows[setting]["scopes"][scope][key]
 
+    def pct(self, setting: str, key: str = "fidelity", scope: str = UNSEEN) -> str:
+        """:meth:`get` as the documents write it: "79.0"."""
+        return pct(self.get(setting, key, scope))
+
     def speed(self, setting: str) -> float:
         """Model frames/s against frame's in the same run."""
         return self.rows[setting]["model_fps"] / self.rows[FRAME]["model_fps"]
@@ -295,7 +299,7 @@ def render_cross_scene(record: dict) -> str:
 def render_cross_scene_findings(record: dict) -> str:
     """README, Cross-scene: the bullets under the table."""
     cs = CrossScene(record)
-    f = lambda setting, key="fidelity", scope=UNSEEN: pct(cs.get(setting, key, scope))  # noqa: E731
+    f = cs.pct
     gate, step = record["iff_chosen"]["clean_gate"], record["iff_chosen"]["window_step"]
     promote = record["chosen"]["promote_below"]
     mass = cs.rows[PSLA_MASS]["spec"]["promote_mass_below"]
@@ -411,6 +415,14 @@ class Robustness:
     def get(self, method: str, key: str) -> float:
         return self.rows[method][key]
 
+    def pct(self, method: str, key: str = "ap50_degraded_only") -> str:
+        """:meth:`get` as the documents write it: "63.0"."""
+        return pct(self.get(method, key))
+
+    def gain(self, method: str, baseline: str, key: str = "ap50_degraded_only") -> float:
+        """``method``'s figure minus ``baseline``'s (a fraction; unrounded figures, then rounded once)."""
+        return self.get(method, key) - self.get(baseline, key)
+
     def speed(self, method: str) -> float:
         return self.rows[method]["fps"] / self.rows["frame"]["fps"]
 
@@ -426,14 +438,21 @@ class Robustness:
 DEGRADED, WHOLE, FIDELITY, EVERY_CLASS = "ap50_degraded_only", "ap50_degraded_all", "ap50_clean_clip", "ap50_clean_clip_every_class"
 
 
+def _pseudo_gt(record: dict) -> tuple[dict[str, int], list[str]]:
+    """Pseudo-GT boxes per class over both clips, and the classes with too few to be scored (fewest first)."""
+    gt = record["pseudo_gt"]
+    boxes = {name: sum(clip[name] for clip in gt["boxes"].values()) for name in next(iter(gt["boxes"].values()))}
+    order = list(boxes)
+    small = sorted((n for n in boxes if 0 < boxes[n] < gt["min_class_boxes"]), key=lambda n: (boxes[n], order.index(n)))
+    return boxes, small
+
+
 def render_robustness(record: dict) -> str:
     """README, Accuracy on hard frames: the class rule, where the figures come from, and the table."""
     rb = Robustness(record)
-    gt = record["pseudo_gt"]
-    least = gt["min_class_boxes"]
-    boxes = {name: sum(clip[name] for clip in gt["boxes"].values()) for name in next(iter(gt["boxes"].values()))}
-    small = sorted((n for n in boxes if 0 < boxes[n] < least), key=lambda n: (boxes[n], list(boxes).index(n)))
-    sizes = sorted(boxes[n] for n in small)
+    least = record["pseudo_gt"]["min_class_boxes"]
+    boxes, small = _pseudo_gt(record)
+    sizes = [boxes[n] for n in small]
     rows = (  # (label, methods: one, or several shown as "a / b")
         ("per-frame", ("frame",)),
         ("per-frame + Seq-NMS+", ("frame+seqnms+",)),
@@ -468,11 +487,17 @@ def render_robustness(record: dict) -> str:
 def render_robustness_findings(record: dict) -> str:
     """README, Accuracy on hard frames: the two paragraphs under the table."""
     rb = Robustness(record)
-    f = lambda method, key=DEGRADED: pct(rb.get(method, key))  # noqa: E731
-    gain = lambda a, b, key=DEGRADED: f"{100 * (rb.get(a, key) - rb.get(b, key)):.1f}"  # noqa: E731
+    f = rb.pct
+
+    def gain(method: str, baseline: str) -> str:
+        return pct(rb.gain(method, baseline))
+
     kinds = {k: rb.kind("iff", k) - rb.kind("frame", k) for k in record["per_kind_ap50"]["iff"]}
     least = min(kinds, key=kinds.get)
-    k = lambda method, kind: pct(rb.kind(method, kind))  # noqa: E731
+
+    def k(method: str, kind: str) -> str:
+        return pct(rb.kind(method, kind))
+
     ablation = ", ".join(f"{label} {f(m)} / {f(m, FIDELITY)}" for label, m in
                          (("PSLA alone", "psla:rfu=0:denseft=0"), ("+ RFU", "psla:denseft=0"), ("+ DenseFT", "psla")))
     reach = ("psla:d=2", "psla:d=3", "psla", "psla:d=5")
@@ -507,13 +532,10 @@ def _met(ok: bool) -> str:
 def render_robustness_finding(record: dict) -> str:
     """RESULTS-robustness.md: the finding on the class rule and the two methods' targets (issues 4 and 5)."""
     rb = Robustness(record)
-    f = lambda method, key=DEGRADED: pct(rb.get(method, key))  # noqa: E731
-    gain = lambda a, b, key=DEGRADED: rb.get(a, key) - rb.get(b, key)  # noqa: E731
-    gt = record["pseudo_gt"]
-    least = gt["min_class_boxes"]
-    boxes = {name: sum(clip[name] for clip in gt["boxes"].values()) for name in next(iter(gt["boxes"].values()))}
-    ones = [n for n in boxes if boxes[n] == 1]
-    small = sorted((n for n in boxes if 0 < boxes[n] < least), key=lambda n: (boxes[n], list(boxes).index(n)))
+    f, gain = rb.pct, rb.gain
+    least = record["pseudo_gt"]["min_class_boxes"]
+    boxes, small = _pseudo_gt(record)
+    ones = [n for n in small if boxes[n] == 1]
     windows = ("iff:w=4", "iff:w=10", "iff")
     iff_targets = (gain("iff", "frame") >= 0.05 and gain("iff+seqnms+", "frame+seqnms+") >= 0.05
                    and rb.get("iff", DEGRADED) >= rb.get("psla", DEGRADED)
@@ -653,7 +675,7 @@ def typed_figures(text: str) -> list[tuple[int, str]]:
     for number, line in enumerate(text.splitlines(), 1):
         marker = MARKER.match(line)
         if marker:
-            in_block = marker["end"] == "begin"
+            in_block = marker["kind"] == "begin"
             continue
         if line.lstrip().startswith("```"):
             in_fence = not in_fence
