@@ -62,7 +62,7 @@ speed (ratio to ``frame``, all measured in the same run) is the figure to
 compare, not the absolute frames/s.
 
 Outputs (under ``--out``, default the repo root): benchmarks/results/robustness.json
-(raw figures, schedules, diagnostics), benchmarks/RESULTS-robustness.md (the
+(raw figures, schedules, diagnostics; the command, commit and date of the run), benchmarks/RESULTS-robustness.md (the
 printed tables, between markers; text after the end marker is kept) and
 docs/speed-accuracy.png (needs matplotlib: ``pip install 'vidtag[bench]'``).
 """
@@ -74,6 +74,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -450,13 +451,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     command = "python benchmarks/robustness.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     lines: list[str] = []
 
     def say(text: str = "") -> None:
         print(text, flush=True)
         lines.append(text)
 
-    say(f"Command: `{command.strip()}`")
+    say(f"Command: `{command.strip()}` (commit {commit}, {time.strftime('%Y-%m-%d')})")
     say()
     t_start = time.perf_counter()
     load_start = os.getloadavg()
@@ -784,6 +786,8 @@ def main() -> None:
             modules_sha256[m] = file_sha256(source)
     record = {
         "command": command.strip(),
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%d"),
         "modules_sha256": modules_sha256,
         "split": {
             c.clip.name: {

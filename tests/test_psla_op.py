@@ -13,7 +13,7 @@ IMPLS = ("slices", "sparse")
 
 
 def reference_psla(query_embed, memory_embed, memory, d, scale=None, offset_bias=None):
-    """Plain loops over batch, cells and offsets (eq. 1-5 of the paper, as fixed in NOTES.md),
+    """Plain loops over batch, cells and offsets (eq. 1-5 of the paper, as docs/equations.md writes them),
     plus ``offset_bias[k]`` on the logit of offset k when given.
 
     Returns (aligned [B, C2, H, W], weights [B, K, H, W] with 0 at positions outside the map).

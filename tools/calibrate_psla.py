@@ -5,11 +5,10 @@
 
 Why.  DenseFT fuses the propagated feature ``P_i`` with ``T_i``, the Transform
 Net's guess from the stem alone, with weights from the Quality Net.  Trained
-by distillation, the shipped Quality Nets put 36-45 % of the weight on
-``T_i`` at stride 8 although it is the worse feature (issue 4 notes: on clean
-bikes frames its cosine to the teacher's feature is 0.69 at stride 8, against
-0.95 for ``P_i``).  ``PSLAConfig.quality_bias`` adds a logit to the ``P_i``
-side at inference; this tool picks it.
+by distillation, the Quality Nets can put much of the weight on ``T_i``
+although it is the worse feature (further from the teacher's feature than
+``P_i``).  ``PSLAConfig.quality_bias`` adds a logit to the ``P_i`` side at
+inference; this tool picks it.
 
 How.  The clips of ``benchmarks/robustness.py`` (vtest, bikes; the protocol
 is :mod:`vidtag.eval.robustness`), but their first halves: the frames the

@@ -12,9 +12,8 @@ seed and the occluder position change from frame to frame.  Parameters are
 plain Python numbers, so a schedule can be logged as JSON next to benchmark
 results.
 
-Speed (768x576, 2 cores; see the module's report in the commit): OpenCV's
-``filter2D`` switches to a DFT for kernels larger than 11x11, which costs
-~25 ms a frame.  Large kernels therefore never reach it: defocus blurs a
+Speed: OpenCV's ``filter2D`` switches to a DFT for kernels larger than
+11x11, which is slow on full frames.  Large kernels therefore never reach it: defocus blurs a
 downscaled frame (a defocused frame has nothing above the new Nyquist
 frequency) and motion blur convolves a short piece of the line, then averages
 copies of the result shifted along the line.  Both are checked against the

@@ -180,10 +180,10 @@ class VideoSink(Sink):
             ``abort()`` (and optionally ``__enter__``).  Default
             :class:`vidtag.io.encode.BackgroundEncoder` (x264 in its own
             thread, so drawing and encoding overlap).
-        crf, preset: x264 quality and speed.  ``ultrafast`` writes about 2x
-            the bytes of ``veryfast`` in half the time: the annotated video is
-            a preview and its encoding competes with inference for the CPU,
-            so speed wins (benchmarks/bench_encode.py).
+        crf, preset: x264 quality and speed.  ``ultrafast`` writes more
+            bytes than ``veryfast`` in less time: the annotated video is a
+            preview and its encoding competes with inference for the CPU, so
+            speed wins (``benchmarks/bench_encode.py`` prints both).
         style: how boxes are drawn (:class:`DrawStyle`).
     """
 

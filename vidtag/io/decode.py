@@ -541,9 +541,9 @@ def _chunks_decord(path: Path, info: VideoInfo, chunk_size: int, device: str, sp
     if kind == "cuda" and decode_backend(f"cuda:{index}")[0].startswith("GPU"):
         ctx = decord.gpu(index)
     try:
-        # One decoder thread: as fast here as decord's default pool, and the
-        # pool's per-thread frame buffers grew memory by ~400 MB over a long
-        # video (benchmarks/bench_memory.py).
+        # One decoder thread: as fast here as decord's default pool, whose
+        # per-thread frame buffers grew memory over a long video
+        # (benchmarks/bench_memory.py).
         reader = _open_decord(path, ctx=ctx, num_threads=1)
     except VideoError:
         if ctx.device_type == decord.cpu(0).device_type:

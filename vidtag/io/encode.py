@@ -2,9 +2,8 @@
 :class:`BackgroundEncoder`.
 
 Format: libx264 through PyAV's bundled FFmpeg, ``yuv420p`` tagged BT.601
-limited range (the conversion is OpenCV's ``COLOR_RGB2YUV_I420``, about ten
-times faster than swscale at 640x360), ``movflags=+faststart`` so the index
-comes first.
+limited range (the conversion is OpenCV's ``COLOR_RGB2YUV_I420``, faster
+than swscale), ``movflags=+faststart`` so the index comes first.
 
 Odd sizes: 4:2:0 chroma covers 2x2 pixel blocks and H.264 crops in 2-pixel
 units for 4:2:0, so an odd width or height cannot be stored exactly.  The

@@ -1,6 +1,6 @@
 """IFF-Net (Jin et al.): in-network feature flow and FGFA aggregation on NanoDet-g.
 
-The paper's parts, mapped onto NanoDet (see ``shared/papers/NOTES.md``):
+The paper's parts, mapped onto NanoDet (equations in ``docs/equations.md``):
 
 * ``N_m``: NanoDet-g's backbone and neck; ``F_t`` is the neck output, three
   128-channel maps (strides 8, 16, 32).  Each frame runs it once; the video

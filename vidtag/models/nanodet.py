@@ -5,31 +5,30 @@ Apache-2.0) that ``tools/convert_nanodet.py`` converts; batch norm is already
 folded into the convolutions' biases there, so every conv here has a bias and
 no norm layer.
 
-Stages (channels, stride, cells for a 416x416 input) and their share of the
-network's CPU time on a 640x272 frame (input 416x192, 2 threads,
-channels-last, batch 1 / batch 8; total about 11 / 8.5 ms per frame):
+Stages (channels, stride, cells for a 416x416 input):
 
-=====  ==================================  ========  ======  =======  =========
-index  module                              channels  stride  size     CPU share
-=====  ==================================  ========  ======  =======  =========
-0      stem: conv 3x3 s2 + maxpool 3x3 s2        32       4  104x104  15 / 19 %
-1      CSP stage, 1 res block                    64       4  104x104  14 / 16 %
-2      CSP stage, 2 res blocks, s2              128       8    52x52  12 / 13 %
-3      CSP stage, 2 res blocks, s2              256      16    26x26  15 / 12 %
-4      CSP stage, 3 res blocks, s2              512      32    13x13  20 / 15 %
--      neck (3 lateral 1x1 convs, resizes)      128  8/16/32           6 /  5 %
--      head (3x3 conv + 1x1 pred per level)     124  8/16/32          19 / 19 %
-=====  ==================================  ========  ======  =======  =========
+=====  ==================================  ========  ======  =======
+index  module                              channels  stride  size
+=====  ==================================  ========  ======  =======
+0      stem: conv 3x3 s2 + maxpool 3x3 s2        32       4  104x104
+1      CSP stage, 1 res block                    64       4  104x104
+2      CSP stage, 2 res blocks, s2              128       8    52x52
+3      CSP stage, 2 res blocks, s2              256      16    26x26
+4      CSP stage, 3 res blocks, s2              512      32    13x13
+-      neck (3 lateral 1x1 convs, resizes)      128  8/16/32
+-      head (3x3 conv + 1x1 pred per level)     124  8/16/32
+=====  ==================================  ========  ======  =======
 
 The neck takes stages 2-4 and returns three 128-channel maps (strides 8, 16,
 32); the head has one 3x3 conv and one 1x1 predictor per level (not shared).
 
 PSLA split: the "lower part" candidate is stages 0-2
-(``model.backbone.forward_stages(x, 0, 3)`` -> [..., Tensor[B, 128, H/8, W/8]]),
-about 40-48 % of the network's time; stages 3-4
-(``forward_stages(feat, 3)``) are the "upper part".  Stage 2's output is the
-stride-8 map the neck uses directly.  A cheaper but coarser-semantics split is
-stages 0-1 (64 channels at stride 4, about 30 %).
+(``model.backbone.forward_stages(x, 0, 3)`` -> [..., Tensor[B, 128, H/8, W/8]]);
+stages 3-4 (``forward_stages(feat, 3)``) are the "upper part".  Stage 2's
+output is the stride-8 map the neck uses directly.  Cheaper but with
+coarser semantics are stages 0-1 (64 channels at stride 4) and the stem
+alone; ``benchmarks/bench_psla_cost.py`` prints what each split costs per
+frame.
 """
 
 from __future__ import annotations
@@ -274,8 +273,8 @@ class NanoDet(nn.Module):
         self.channels_last = False
 
     def use_channels_last(self, enabled: bool = True) -> "NanoDet":
-        """Store weights (and feed inputs) channels-last: about 30% faster on CPU
-        (oneDNN; the NCHW max-pool alone is 5x slower), same results."""
+        """Store weights (and feed inputs) channels-last, the layout oneDNN's CPU
+        kernels are fastest in (its NCHW max-pool above all); same results."""
         self.channels_last = enabled
         return self.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
 

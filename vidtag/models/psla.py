@@ -1,6 +1,6 @@
 """PSLA + RFU + DenseFT (Guo et al., ICCV 2019) on NanoDet-g.
 
-The paper's parts, mapped onto NanoDet (see ``shared/papers/NOTES.md``):
+The paper's parts, mapped onto NanoDet (equations in ``docs/equations.md``):
 
 * ``N_f`` (key frames): the whole backbone, the neck and, with the default
   ``feature="head"``, each head level's 3x3 conv.  The *high-level feature*
@@ -54,8 +54,8 @@ robustness benchmark.
 
 Quality Net bias (``quality_bias``, not in the paper).  A logit added to the
 ``P_i`` side of DenseFT's two-way softmax at inference.  Trained by
-distillation, the Quality Nets give the Transform Net's stem-only guess
-``T_i`` 36-45 % of the weight at stride 8 though it is the worse feature;
+distillation, the Quality Nets can give the Transform Net's stem-only guess
+``T_i`` much of the weight though it is the worse feature;
 ``tools/calibrate_psla.py`` picks the bias on the training frames (never the
 benchmark's held-out ones) and writes it into the modules' manifest.  0 runs
 the modules as trained.
@@ -99,11 +99,11 @@ class PSLAConfig:
     levels: tuple[int, ...] = (0, 1, 2)  # pyramid levels (strides 8/16/32) that get PSLA; others use Transform(Fl) alone
     fusion_channels: int = 32  # Update/Quality Net 1x1 width; paper 256 from a 2x1024 input (1/8) -> 256/8 = 32
     fusion_mid_channels: int = 16  # Update/Quality Net 3x3 width, paper Fig. 4 (16)
-    transform_channels: int = 16  # Transform Net bottleneck width; paper 256 (1/4 of 1024); 16: -0.6 ms/frame vs 32 (bench)
-    fusion_init_logit: float = 16.0  # initial logit gap of Update/Quality Net: 1e-7 weight on the disfavoured input (NOTES: key frames == NanoDet at init)
+    transform_channels: int = 16  # Transform Net bottleneck width; paper 256 (1/4 of 1024); 16 rather than 32 for speed (bench_psla_cost.py)
+    fusion_init_logit: float = 16.0  # initial logit gap of Update/Quality Net: 1e-7 weight on the disfavoured input (fresh modules: key frames are NanoDet's own)
     use_rfu: bool = True  # Table 5 ablation: off = F_t is the key frame's own feature
     use_denseft: bool = True  # Table 5 ablation: off = non-key feature is PSLA(Transform(Fl), F_t), no Quality Net
-    psla_impl: str = "auto"  # vidtag.ops.sampling: sparse on CPU (4x faster there), slices elsewhere
+    psla_impl: str = "auto"  # vidtag.ops.sampling: sparse on CPU (faster there), slices elsewhere
     nonkey_affinity: str = "memory"  # DenseFT's PSLA compares g(T_i) with f(F_t) (paper) or f(T_k) ("key_transformed"); module doc
     offset_prior: float | None = None  # None: the paper's softmax; p: learnt per-offset logit bias starting at p for the same cell (module doc)
     cut_threshold: float = CUT_THRESHOLD  # vidtag.shots: a hard cut splits the segment and restarts F_t; 0 = off (not in the paper)
@@ -247,13 +247,13 @@ class UpdateNet(nn.Module):
         weights sum to 1 at each position.
         """
         # the 1x1 conv on cat(first, second), as two convs on the halves of its
-        # weight: same result, no concatenated copy (0.7 ms a frame at stride 8)
+        # weight: same result, no concatenated copy
         x = pointwise_pair(first, second, self.reduce)
         logits = self.out(self.act(self.conv(self.act(x))))
         if self.logit_bias:
             logits = logits + logits.new_tensor([self.logit_bias, 0.0]).view(1, 2, 1, 1)
         weights = logits.softmax(dim=1)
-        # lerp: second + w0 * (first - second), one fused pass (3x faster than two products)
+        # lerp: second + w0 * (first - second), one fused pass instead of two products and a sum
         return torch.lerp(second, first, weights[:, 0:1]), weights
 
 

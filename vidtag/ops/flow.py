@@ -1,4 +1,4 @@
-"""Ops for feature flow (IFF-Net, Jin et al.; equations as fixed in ``shared/papers/NOTES.md``).
+"""Ops for feature flow (IFF-Net, Jin et al.; equations in ``docs/equations.md``).
 
 * :func:`correlation`: the correlation layer of the advanced IFF module,
   ``o(x, y, k) = <F_i(x, y), F_j(x + dx_k, y + dy_k)> / C`` for the
@@ -54,7 +54,7 @@ def correlation(first: Tensor, second: Tensor, max_displacement: int = 10, strid
 
     One shifted-slice product per displacement, on channels-last copies of the
     inputs so that each dot product runs over contiguous memory (over a
-    channel axis strided by H * W the same loop is about 6x slower on CPU).
+    channel axis strided by H * W the same loop is much slower on CPU).
     """
     if first.ndim != 4 or second.ndim != 4 or first.shape[1:] != second.shape[1:] or first.shape[0] not in (1, second.shape[0]):
         raise ValueError(f"correlation needs [B or 1, C, H, W] and [B, C, H, W] maps of one size, got {tuple(first.shape)} and {tuple(second.shape)}")

@@ -1,7 +1,7 @@
 """Sampling ops between two feature maps: sparse local attention (PSLA).
 
-PSLA (Guo et al., ICCV 2019, sect. 3.2; equations as fixed in
-``shared/papers/NOTES.md``) aligns a memory feature map to a query frame.
+PSLA (Guo et al., ICCV 2019, sect. 3.2; the equations as vidtag reads them
+are in ``docs/equations.md``) aligns a memory feature map to a query frame.
 For every cell ``p`` of the query it compares the query embedding at ``p``
 with the memory embedding at ``1 + 8 * d`` positions ``p + o`` (the centre,
 then rings at strides ``s = 1..d`` with ``a, b in {-s, 0, s}``), normalises
@@ -17,9 +17,8 @@ Two fast forms give the same values and gradients; neither ever holds a
 * ``"sparse"``: the neighbourhood as a CSR matrix with K distinct entries per
   row (outside cells point at K extra zero columns, masked to weight 0);
   affinities by one ``sampled_addmm``, aggregation by one sparse-dense
-  product.  Holds ``K * B * H * W`` values and indices.  CPU only; on a
-  2-core Xeon, batch 9, 128 channels, 40x52 cells, d = 4: 1.3 ms per frame
-  against 3.3 ms for the slices (1 thread).
+  product.  Holds ``K * B * H * W`` values and indices.  CPU only, where it
+  is the faster of the two.
 
 An optional learnt *offset bias* (one logit per offset, the same at every
 cell; not in the paper) is added to the affinities before the softmax: a
@@ -102,7 +101,7 @@ def psla_weights(
             so the softmax does not start saturated (the Transformer argument).
         impl (str): "slices" (a loop over the K offsets with shifted slices;
             any device), "sparse" (one sampled sparse-dense product; CPU only,
-            about 4x faster there) or "auto" (sparse on CPU, else slices).
+            faster there) or "auto" (sparse on CPU, else slices).
             Same values and gradients.
         offset_bias (Tensor[K'] | None): added to the (scaled) affinity of
             offset k, ``K' >= K`` (the first K entries are used, so a bias made
@@ -342,7 +341,7 @@ def _sparse_aggregate(values: Tensor, memory: Tensor, max_displacement: int, b: 
     dense = _padded_rows(memory.to(dtype), k_count)
     if torch.is_grad_enabled() and (matrix.requires_grad or dense.requires_grad):
         out = matrix @ dense
-    else:  # out= skips a zero-fill and a copy of the result inside torch (0.4 ms a frame at stride 8)
+    else:  # out= skips a zero-fill and a copy of the result inside torch
         out = torch.mm(matrix, dense, out=dense.new_empty((b * h * w, c)))
     return out.view(b, h, w, c).permute(0, 3, 1, 2)
 

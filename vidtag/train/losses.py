@@ -33,10 +33,9 @@ from vidtag.models.nanodet import NanoDetOutput
 class LossWeights:
     """Weights and thresholds of the distillation loss (see the module doc).
 
-    Unweighted sizes measured at imgsz 320 on the training clips, untrained
-    modules (fusion_init_logit 4): cls 0.30, box 0.48, feature 0.25,
-    transform 1.0; after 150 steps 0.23 / 0.44 / 0.25 / 0.35.  The weights
-    keep the class scores, which the benchmark scores, the largest term.
+    The weights keep the class scores, which the benchmark scores, the
+    largest term; training logs each part unweighted (``vidtag train``
+    prints them with its progress), which is how to check that on new footage.
     """
 
     cls: float = 1.0  # quality-focal class-score term
