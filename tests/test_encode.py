@@ -59,6 +59,17 @@ def test_output_is_faststart(tmp_path):
     assert 0 < data.find(b"moov") < data.find(b"mdat")
 
 
+@pytest.mark.parametrize("lookahead", [None, 3])
+def test_rate_control_lookahead_reaches_x264(tmp_path, lookahead):
+    # x264 records the settings it encoded with in the stream (an SEI message)
+    from vidtag.io.encode import DEFAULT_LOOKAHEAD
+
+    out = tmp_path / "out.mp4"
+    _transcode(make_clip(tmp_path / "src.mp4", 10, W, H, FPS), out, **({} if lookahead is None else {"lookahead": lookahead}))
+    expected = DEFAULT_LOOKAHEAD if lookahead is None else lookahead
+    assert f" rc_lookahead={expected} ".encode() in out.read_bytes()
+
+
 @pytest.mark.parametrize("encoder_cls", [VideoEncoder, BackgroundEncoder])
 @pytest.mark.parametrize(
     "times",

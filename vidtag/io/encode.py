@@ -55,6 +55,10 @@ _AVCOL_TRC_SMPTE170M = 6
 _AVCOL_RANGE_MPEG = 1
 
 
+DEFAULT_LOOKAHEAD = 5
+"""x264 rate-control lookahead of vidtag's MP4s, frames (see :class:`VideoEncoder`)."""
+
+
 def default_x264_threads(cpu_count: int | None = None) -> int:
     """libx264 threads: a quarter of the cores, within [1, 4] (1 on 2 cores)."""
     cores = cpu_count or os.cpu_count() or 1
@@ -84,6 +88,10 @@ class VideoEncoder:
         crf, preset: libx264 quality (lower is better, 23 is x264's default)
             and speed preset.
         threads: libx264 threads (default :func:`default_x264_threads`).
+        lookahead: frames x264's rate control looks ahead (``rc-lookahead``;
+            the ``veryfast`` preset's own is 10).  Each frame of lookahead
+            keeps a frame's planes and analysis in memory, so a short one
+            keeps the encoder's memory small at large frame sizes.
 
     Attributes:
         coded_width, coded_height: the size stored in the file (even).
@@ -103,6 +111,7 @@ class VideoEncoder:
         crf: int = 23,
         preset: str = "veryfast",
         threads: int | None = None,
+        lookahead: int = DEFAULT_LOOKAHEAD,
     ):
         if width < 1 or height < 1:
             raise ValueError(f"frame size must be positive, got {width}x{height}")
@@ -124,7 +133,7 @@ class VideoEncoder:
         self._pending_audio = None
         self._closed = False
         try:
-            self._open(crf, preset, threads or default_x264_threads(), audio_source)
+            self._open(crf, preset, threads or default_x264_threads(), lookahead, audio_source)
         except BaseException as err:
             self.abort()
             if isinstance(err, VideoError):
@@ -133,7 +142,7 @@ class VideoEncoder:
                 raise VideoError(self.path, f"cannot create the video: {_one_line(err)}") from None
             raise
 
-    def _open(self, crf: int, preset: str, threads: int, audio_source) -> None:
+    def _open(self, crf: int, preset: str, threads: int, lookahead: int, audio_source) -> None:
         import av
 
         if not self.path.parent.is_dir():
@@ -151,7 +160,7 @@ class VideoEncoder:
         ctx.color_primaries = _AVCOL_PRI_SMPTE170M
         ctx.color_trc = _AVCOL_TRC_SMPTE170M
         ctx.color_range = _AVCOL_RANGE_MPEG
-        stream.options = {"crf": str(crf), "preset": preset}
+        stream.options = {"crf": str(crf), "preset": preset, "rc-lookahead": str(lookahead)}
         self._video = stream
         if audio_source is not None:
             self._open_audio(Path(audio_source))
