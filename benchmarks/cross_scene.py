@@ -285,7 +285,7 @@ def plot(record: dict, path: Path) -> None:
             trained = next(r for r in results if r["setting"].startswith("psla (trained"))
             ax.plot([trained["model_fps"] / frame_fps], [100 * (trained["scopes"][scope][metric] or 0)], "x",
                     color="red", label="psla, trained modules (k=10)")
-            for r, style in zip([r for r in results if r["setting"].startswith("iff")], ("D", "v", "^")):
+            for r, style in zip([r for r in results if r["setting"].startswith("iff")], ("D", "v", "^", "P")):
                 ax.plot([r["model_fps"] / frame_fps], [100 * (r["scopes"][scope][metric] or 0)], style, label=r["setting"])
             ax.set_title(f"{scope}: {label}", fontsize=9)
             ax.grid(alpha=0.3)
@@ -423,7 +423,9 @@ def main() -> None:
     settings += [("psla, k=10, mass promotion 0.85", {"method": "psla", **chosen, "promote_mass_below": 0.85, "key_interval": 10})]
     settings += [("iff (window 20, shipped)", {"method": "iff", **iff_chosen}),
                  ("iff, gate 0.9, step 2, frame fusion", {"method": "iff", "self_prior": 0.0, "clean_gate": 0.9, "window_step": 2, "fusion": "frame"}),
-                 ("iff, as trained (no prior, no gate)", {"method": "iff", "self_prior": 0.0, "clean_gate": 0.0})]
+                 ("iff, cell fusion without a gate", {"method": "iff", "self_prior": 0.0, "clean_gate": 0.0, "window_step": 2, "fusion": "cells"}),
+                 ("iff, as trained (no gate, every neighbour)",
+                  {"method": "iff", "self_prior": 0.0, "clean_gate": 0.0, "window_step": 1, "fusion": "frame"})]
     for item in args.trained:
         label, _, manifest = item.partition("=")
         settings.append((f"psla ({label}), k=10", {"method": "psla", "psla_weights": manifest, "key_interval": 10}))

@@ -105,3 +105,21 @@ def test_iff_runs_its_network_parts_in_an_exported_runtime(tmp_path):
         assert len(a.boxes) == len(b.boxes)
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["frame", "iff"])
+def test_a_video_ends_by_releasing_the_runtime_buffers_and_the_next_one_detects_the_same(tmp_path, method, monkeypatch):
+    from vidtag.api import Runner, Settings
+
+    released = []
+    original = OpenVinoNanoDet.release_memory
+    monkeypatch.setattr(OpenVinoNanoDet, "release_memory", lambda self: (released.append(True), original(self)))
+    video = make_clip(tmp_path / "v.mp4", n_frames=6, width=160, height=96)
+    runner = Runner(Settings(method=method, window=4, runtime="openvino-f32", imgsz=160, device="cpu", link="none", conf=0.05))
+    first = runner.detect(video).detections
+    assert len(released) == 1  # once, when the video ended
+    second = runner.detect(video).detections  # buffers allocated again
+    assert len(released) == 2
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.scores, b.scores)

@@ -22,6 +22,14 @@ from vidtag.types import LINK_METHODS  # the registry
 log = logging.getLogger(__name__)
 
 
+CPU_BATCH = 4
+"""Frames per inference batch on the CPU: OpenVINO and torch run 4 about as fast as 8 on a
+few cores, and each frame of a batch holds its activations (``benchmarks/bench_e2e.py``
+prints the memory)."""
+CUDA_BATCH = 8
+"""Frames per inference batch on CUDA."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything that defines a run.  Defaults match the CLI's."""
@@ -31,7 +39,7 @@ class Settings:
     conf: float = 0.25
     classes: tuple[str, ...] | None = None
     imgsz: int = 416
-    batch: int = 8
+    batch: int | None = None  # frames per inference batch; None: CPU_BATCH on the CPU, CUDA_BATCH on CUDA
     device: str = "auto"
     weights: str | None = None
     key_interval: int = 10  # psla: frames per segment (one key frame each)
@@ -93,7 +101,7 @@ class Runner:
 
         if settings.link not in LINK_METHODS:
             raise ValueError(f"unknown link {settings.link!r}: choose from {', '.join(LINK_METHODS)}")
-        if settings.batch < 1:
+        if settings.batch is not None and settings.batch < 1:
             raise ValueError(f"batch must be at least 1, got {settings.batch}")
         if not 0.0 <= settings.conf <= 1.0:
             raise ValueError(f"conf must be in [0, 1], got {settings.conf}")
@@ -131,6 +139,12 @@ class Runner:
         self.decode_device, self.decode_note = _decode_device(self.device)
         log.info("model %s on %s (%s); %s", manifest.name, self.device, detector.runtime, self.decode_note)
 
+    @property
+    def batch(self) -> int:
+        """Frames per inference batch: the settings', else CPU_BATCH or CUDA_BATCH by device."""
+        on_cuda = self.device is not None and self.device.type == "cuda"
+        return self.settings.batch or (CUDA_BATCH if on_cuda else CPU_BATCH)
+
     @classmethod
     def with_detector(cls, detector, manifest, settings: Settings = Settings()) -> "Runner":
         """A runner around an already built detector (tests, custom models).
@@ -148,7 +162,7 @@ class Runner:
 
     def detect(self, path: str | Path, on_progress: ProgressFn | None = None, keep_frames: bool = False) -> VideoDetections:
         """Detect and link one video; ``keep_frames`` keeps short videos' frames for rendering."""
-        return detect_video(path, self.detector, link=self.settings.link, batch=self.settings.batch,
+        return detect_video(path, self.detector, link=self.settings.link, batch=self.batch,
                             decode_device=self.decode_device, on_progress=on_progress, keep_frames=keep_frames,
                             span=getattr(self, "span", None))
 
@@ -211,7 +225,7 @@ def detect(
     conf: float = 0.25,
     classes: Sequence[str] | None = None,
     imgsz: int = 416,
-    batch: int = 8,
+    batch: int | None = None,
     device: str = "auto",
     weights: str | None = None,
     key_interval: int = 10,
@@ -271,7 +285,7 @@ class VideoJob:
     def write(self, task: VideoTask, result: VideoDetections) -> dict:
         """Write every format; the manifest fields of the video."""
         written = write_outputs(result, self.formats, self.output / task.subdir, task.stem, self.run_info,
-                                batch=self.settings.batch, style=self.settings.draw_style())
+                                batch=self.settings.batch or CPU_BATCH, style=self.settings.draw_style())
         seconds = result.seconds + written.seconds
         return {
             "outputs": {fmt: {"file": p.relative_to(self.output).as_posix(), "bytes": p.stat().st_size}

@@ -125,7 +125,7 @@ def _split_commas(ctx, param, value):
 @click.option("--hide-labels", is_flag=True, help="Annotated MP4: draw boxes without labels.")
 @click.option("--hide-conf", is_flag=True, help="Annotated MP4: labels without scores.")
 @click.option("--imgsz", type=int, default=416, show_default=True, help="Network input size (longest side), multiple of 32.")
-@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per inference batch.")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Frames per inference batch.  [default: 4 on the CPU, 8 on CUDA]")
 @click.option("--weights", default=None, help="Weights name (see `vidtag models`) or manifest/.pt path.")
 @click.option("--quiet", "-q", is_flag=True, help="Only errors and the summary.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes, each on its own video (e.g. one per core).")

@@ -44,9 +44,9 @@ DECODE_CHUNK_BYTES = 128 << 20
 """Most bytes of decoded frames in one chunk: very large frames get smaller
 chunks than ``--batch`` so memory stays bounded."""
 
-RENDER_CHUNK_BYTES = 16 << 20
+RENDER_CHUNK_BYTES = 8 << 20
 """Most bytes of full-size frames in one chunk of the render pass (which only
-draws and encodes them one by one): 5 frames of 720p, 1 of 4K."""
+draws and encodes them one by one): 2 frames of 720p, 1 of 4K."""
 
 
 @dataclass

@@ -360,7 +360,7 @@ class BackgroundEncoder:
         queue_size: frames that may wait to be encoded.
     """
 
-    def __init__(self, path: str | Path, width: int, height: int, fps: float, *, queue_size: int = 8, **options):
+    def __init__(self, path: str | Path, width: int, height: int, fps: float, *, queue_size: int = 4, **options):
         self.encoder = VideoEncoder(path, width, height, fps, **options)
         self.path = self.encoder.path
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))

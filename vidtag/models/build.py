@@ -106,7 +106,15 @@ class FrameDetector:
 
     def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
         """Yield one Detections per frame of ``chunks`` (one video), in order."""
+        from vidtag.models.runtime import release_memory
+
         self.shots = ShotBoundaries(self.cut_threshold, self.options.imgsz)
+        try:
+            yield from self._run(chunks)
+        finally:
+            release_memory(self.model)  # the video is done: an exported network's buffers can go
+
+    def _run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
         if self.vid_stride == 1:
             for chunk in chunks:
                 yield from self.detect_frames(chunk.frames, self.shots, chunk.source_size)

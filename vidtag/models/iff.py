@@ -603,6 +603,7 @@ class IFFVideoDetector:
     def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
         """Yield one Detections per frame of ``chunks`` (one video), in order."""
         from vidtag.models.preprocess import letterbox
+        from vidtag.models.runtime import release_memory
 
         radius = self.model.config.radius
         self.ring = ring = FeatureRing(2 * radius + 1)
@@ -648,6 +649,7 @@ class IFFVideoDetector:
         while emitted < total:  # the last frames: the window runs past the end
             yield self._detect(emitted, total, box)
             emitted += 1
+        release_memory(self.model.engine)  # the video is done: an exported network's buffers can go
 
     def _detect(self, t: int, num_frames: int | None, box) -> Detections:
         radius = self.model.config.radius

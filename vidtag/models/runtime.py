@@ -67,6 +67,12 @@ def resolve_runtime(requested: str, method: str, device: torch.device, manifest:
     return "torch"
 
 
+def release_memory(model) -> None:
+    """:meth:`ExportedNanoDet.release_memory` where ``model`` is an exported network; nothing for torch modules."""
+    if isinstance(model, ExportedNanoDet):
+        model.release_memory()
+
+
 def load_engine(runtime: str, manifest: WeightsManifest, threads: int | None = None) -> "ExportedNanoDet":
     """The exported network for ``runtime`` (``"openvino"``, ``"openvino-f32"`` or ``"onnxruntime"``)."""
     if runtime == "onnxruntime":
@@ -121,6 +127,11 @@ class ExportedNanoDet:
     def __call__(self, x: Tensor) -> NanoDetOutput:
         """x (Tensor[B, 3, H, W] float32, normalised BGR, H and W multiples of 32) -> NanoDetOutput."""
         return self.head(self.neck(x))
+
+    def release_memory(self) -> None:
+        """Free what the runtime keeps between calls (intermediate buffers); the next call
+        allocates it again.  Detectors call it when a video ends, so the annotated MP4
+        pass that follows does not add its memory to theirs."""
 
     def eval(self) -> "ExportedNanoDet":
         return self
@@ -183,6 +194,10 @@ class OpenVinoNanoDet(ExportedNanoDet):
         self.features_model, self.head_model = (core.compile_model(core.read_model(str(paths[part])), "CPU", config)
                                                 for part in ("features", "head"))
         self.config = NanoDetConfig(num_classes=len(manifest.classes), input_size=manifest.input_size)
+
+    def release_memory(self) -> None:
+        self.features_model.release_memory()
+        self.head_model.release_memory()
 
     def _run_features(self, images):
         out = self.features_model(images)
