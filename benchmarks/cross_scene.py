@@ -41,7 +41,8 @@ lose at most a point to ``frame`` on each of them) and, with
 ``--write-manifest``, written into ``weights/iff-nanodet-g.json``.
 
 Speed: model frames/s (decode excluded) as a ratio to ``frame`` in the same
-run; with ``--e2e``, whole ``vidtag detect`` processes on a 1280x720 and a
+run, timed after the accuracy pass with the settings taking turns
+(:func:`model_speed`: median of 3 rounds over 3 confirm clips, clean and degraded); with ``--e2e``, whole ``vidtag detect`` processes on a 1280x720 and a
 640x480 H.264 clip made from a confirm still, and the 640x480 one degraded
 (median of 3 interleaved runs).
 
@@ -94,6 +95,7 @@ TRAINED = dict(nonkey_affinity="memory", use_rfu=True)  # the modules as trained
 IFF_GRID = [dict(self_prior=0.0, clean_gate=g, window_step=w, fusion=f)
             for g in (0.8, 0.9, 1.0) for w in (1, 2) for f in ("frame", "cells")]  # iff's inference grid
 IFF_WORST_ALLOWED = -0.01  # iff's rule: the best mean among settings no choose clip loses more than this with
+TIMING_CLIPS, TIMING_ROUNDS = 3, 3  # model speed: the first confirm-synthetic clips, interleaved rounds (model_speed)
 PROMOTE_BELOW = 0.8  # the scene-change rule's threshold (see the README's PSLA section)
 
 MD_BEGIN = "<!-- cross_scene.py: begin (generated; edits here are overwritten) -->"
@@ -168,6 +170,19 @@ def build(spec: dict):
     if spec["method"] == "iff":
         return build_detector("iff", device="cpu", iff_options=options or None, runtime=RUNTIME)[0]
     return build_detector("psla", device="cpu", psla_options=options, psla_weights=spec.get("psla_weights"))[0]
+
+
+def model_speed(detectors: list, scenes: list[Scene], rounds: int) -> list[float]:
+    """Model frames/s of each detector on ``scenes`` (clean and degraded): the detectors take
+    turns, ``rounds`` times, and each gets the median of its rounds, so a burst of other work
+    on the machine slows every setting alike instead of the one that was running."""
+    frames = 2 * sum(len(s.frames) for s in scenes)
+    speeds: list[list[float]] = [[] for _ in detectors]
+    for _ in range(rounds):
+        for k, det in enumerate(detectors):
+            seconds = sum(run(det, s, degraded)[1] for s in scenes for degraded in (False, True))
+            speeds[k].append(frames / seconds)
+    return [statistics.median(v) for v in speeds]
 
 
 def run(detector, scene: Scene, degraded: bool):
@@ -456,6 +471,9 @@ def main() -> None:
             }
         results.append(row)
         print(f"{label}: {row['model_fps']:.1f} frames/s", {k: pct(v['fidelity']) for k, v in row['scopes'].items()}, flush=True)
+    timing = [s for s in scenes if s.scope == "confirm-synthetic"][:TIMING_CLIPS]
+    for row, fps in zip(results, model_speed([build(spec) for _, spec in settings], timing, TIMING_ROUNDS)):
+        row["accuracy_pass_fps"], row["model_fps"] = row["model_fps"], fps
     frame_fps = results[0]["model_fps"]
 
     for scope in ("confirm-synthetic", "confirm-fresh", "real", "choose"):

@@ -55,9 +55,9 @@ class FigureError(Exception):
 
 # --- numbers as the documents write them -------------------------------------------------------------
 
-def pct(x: float) -> str:
-    """A fraction as points: 0.5333 -> "53.3"."""
-    return f"{100 * x:.1f}"
+def pct(x: float | None) -> str:
+    """A fraction as points: 0.5333 -> "53.3"; None (no class had enough boxes) -> "-"."""
+    return "-" if x is None else f"{100 * x:.1f}"
 
 
 def points(x: float) -> str:
