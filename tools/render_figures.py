@@ -229,6 +229,7 @@ PSLA, PSLA_K5, PSLA_K3 = "psla, k=10", "psla, k=5", "psla, k=3"
 PSLA_NO_PROMOTION, PSLA_MASS = "psla, k=10, no promotion", "psla, k=10, mass promotion 0.85"
 PSLA_TRAINED, PSLA_VARIETY = "psla (trained modules), k=10", "psla (variety-trained modules), k=10"
 IFF, IFF_AS_TRAINED = "iff (window 20, shipped)", "iff, as trained (no gate, every neighbour)"
+FUSION_NAMES = {"cells": "cell", "frame": "frame"}  # IFFConfig.fusion as the documents write it
 IFF_FRAME_FUSION, IFF_NO_GATE = "iff, gate 0.9, step 2, frame fusion", "iff, cell fusion without a gate"
 
 
@@ -295,7 +296,7 @@ def render_cross_scene(record: dict) -> str:
         (f"psla, k=10, a frame whose confidence mass falls below {mass} of its key frame's runs the whole network", PSLA_MASS, False),
         ("psla, k=5", PSLA_K5, False),
         ("psla, k=3", PSLA_K3, False),
-        (f"iff (shipped: clean gate {chosen['clean_gate']:g}, window step {chosen['window_step']}, {chosen['fusion']} fusion)", IFF, True),
+        (f"iff (shipped: clean gate {chosen['clean_gate']:g}, window step {chosen['window_step']}, {FUSION_NAMES[chosen['fusion']]} fusion)", IFF, True),
         ("iff, clean gate 0.9, window step 2, frame fusion (the release before)", IFF_FRAME_FUSION, True),
         ("iff, cell fusion without a gate", IFF_NO_GATE, True),
         ("iff, as trained (no gate, every neighbour)", IFF_AS_TRAINED, True),
@@ -372,7 +373,7 @@ def render_cross_scene_findings(record: dict) -> str:
   The shipped manifest runs it behind a *clean-frame gate* with *cell fusion*:
   NanoDet's head also runs on each frame's own features, and a frame whose
   confidence mass (the sum of its cells' best class scores >= 0.3) is at least
-  {gate:g} of its window's median keeps its own detections, exactly `--method frame`'s,
+  {_share_of_median(gate)} keeps its own detections, exactly `--method frame`'s,
   without flow or aggregation. A frame below it (it sees less than its
   neighbours: blur, noise, darkness, an occluder) is aggregated over every
   {_ordinal(step)} neighbour of the +-10 (`window_step` {step}, each counted {_times_word(step)} in the
@@ -397,6 +398,10 @@ def render_cross_scene_findings(record: dict) -> str:
   frame and iff) iff took {iff720[0]} where frame took {frame720} on the 720p clip ({iff720[1]}),
   {iff480[0]} against {frame480} on 640x480 ({iff480[1]}), and {iff480d[0]} against {frame480d} on the 640x480
   clip degraded ({iff480d[1]}).""")
+
+
+def _share_of_median(gate: float) -> str:
+    return "its window's median" if gate == 1 else f"{gate:g} of its window's median"
 
 
 def _ordinal(n: int) -> str:
