@@ -59,7 +59,8 @@ def test_an_altered_results_file_fails_the_check_and_rendering_repairs_it(tmp_pa
     ]
     assert rf.run(root, check=False) == []
     assert rf.run(root, check=True) == []
-    assert "| frame, torch | 6.5 | 440 |" in (root / "README.md").read_text()
+    row = record["rows"][0]
+    assert f"| {row['setting']} | {row['wall_s']:.1f} | {row['cpu_s']:.1f} | {row['peak_rss_mb']} |" in (root / "README.md").read_text()
 
 
 def test_the_command_exits_1_naming_the_stale_block(tmp_path):
