@@ -333,6 +333,8 @@ def render_cross_scene_findings(record: dict) -> str:
     trained_clip, trained_loss = cs.worst(IFF_AS_TRAINED)
     shipped_clip, shipped_loss = cs.worst(IFF)
     old_clip, old_loss = cs.worst(IFF_FRAME_FUSION)
+    grid_where = ("the grid is in RESULTS-cross-scene.md" if record["iff_grid"] else
+                  "by the run that `weights/iff-nanodet-g.json`'s `inference` block names, which printed the grid")
     fresh_clip, fresh_loss = cs.worst(IFF, FRESH)
     per_clip = ", ".join(points(g) for g in cs.gains(IFF).values())
     per_clip = " and ".join(per_clip.rsplit(", ", 1))
@@ -383,8 +385,7 @@ def render_cross_scene_findings(record: dict) -> str:
   The release before kept the whole frame's output or the whole aggregated
   one, by mass (the "frame fusion" row): on one unseen clip ({old_clip}) that lost
   {pct(-old_loss)} points, where the detector's scores sit at the 0.4 of the pseudo ground truth.
-  Gate, step and fusion were chosen together on the choose clips (the grid is
-  in RESULTS-cross-scene.md). Cell fusion was designed after the unseen clips'
+  Gate, step and fusion were chosen together on the choose clips ({grid_where}). Cell fusion was designed after the unseen clips'
   figures for frame fusion had been seen, so five clips over stills nothing had
   looked at (fresh) confirm it. Unseen: {f(IFF)} of the clean boxes kept, {f(IFF, "degraded_frames")} AP50 on
   degraded frames (frame {f(FRAME, "degraded_frames")}), {f(IFF, "degraded_clip")} on the whole degraded clips (frame {f(FRAME, "degraded_clip")}); per
