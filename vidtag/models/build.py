@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from vidtag.models.video_detector import VideoDetectorBase
 from vidtag.shots import CUT_THRESHOLD, ShotBoundaries
 from vidtag.types import METHODS, Detections, FrameChunk  # METHODS: the registry, re-exported here
 
@@ -51,11 +52,12 @@ class DetectOptions:
                            max_det=self.max_det, classes=self.classes)
 
 
-class FrameDetector:
+class FrameDetector(VideoDetectorBase):
     """Per-frame detection: NanoDet-g on every frame independently.
 
     Args:
-        model: a NanoDet network in eval mode on ``device``.
+        model: a NanoDet network in eval mode on ``device``, or an exported
+            runtime's engine (:mod:`vidtag.models.runtime`).
         classes: the model's class names (index = label).
         options: thresholds and input size.
         device: where the network runs.
@@ -73,23 +75,17 @@ class FrameDetector:
                  cut_threshold: float = CUT_THRESHOLD, vid_stride: int = 1):
         if vid_stride < 1:
             raise ValueError(f"vid_stride must be >= 1, got {vid_stride}")
-        self.model = model
-        self.classes = classes
-        self.options = options
-        self.device = device
+        super().__init__(model, classes, options, device)
         self.cut_threshold = cut_threshold
         self.vid_stride = vid_stride
-        self.shots: ShotBoundaries | None = None  # the last video's hard cuts; set by run()
         self._detected: list[int] = []  # with vid_stride > 1: the frames the network ran on (shots index them)
 
     @property
     def shot_starts(self) -> list[int]:
-        """Frames of the last video that start a new shot (after ``run``)."""
-        if self.shots is None:
-            return []
-        if self.vid_stride == 1:
-            return list(self.shots.starts)
-        return [self._detected[i] for i in self.shots.starts]
+        """Frames of the last video that start a new shot (after ``run``); with
+        ``vid_stride`` > 1 the cuts found among the detected frames, as video frames."""
+        starts = super().shot_starts
+        return starts if self.vid_stride == 1 else [self._detected[i] for i in starts]
 
     @torch.inference_mode()
     def detect_frames(self, frames: torch.Tensor, shots: ShotBoundaries | None = None,
