@@ -94,11 +94,11 @@ def main() -> None:
                      "max_abs_cls_diff": diff, "ap50_vs_torch": ap50(gt, {"clip": to_video_boxes("clip", dets, classes, ids)}, classes)})
 
     from vidtag.io.decode import probe
-    from vidtag.models.build import build_detector
+    from vidtag.models.build import DetectorSettings, build_detector
     from vidtag.ops.letterbox import plan_letterbox
 
     info = probe(args.clip)
-    frame_detector = build_detector("frame", device="cpu", runtime="torch")[0]
+    frame_detector = build_detector(DetectorSettings("frame", device="cpu", runtime="torch"))[0]
     full = list(frame_detector.run(iter_chunks(args.clip, chunk_size=BATCH, info=info)))
     size = plan_letterbox((info.width, info.height), args.imgsz)[1]
     scaled = list(frame_detector.run(iter_chunks(args.clip, chunk_size=BATCH, info=info, size=size)))

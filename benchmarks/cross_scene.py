@@ -162,14 +162,14 @@ def load_scenes(frames: int, real_frames: int, footage: Path) -> list[Scene]:
 def build(spec: dict):
     """A setting -> a video detector: {"method": "frame", "vid_stride": K}, {"method": "psla", **psla options}
     or {"method": "iff", **iff options} (the shipped modules)."""
-    from vidtag.models.build import build_detector
+    from vidtag.models.build import DetectorSettings, build_detector
 
     options = {k: v for k, v in spec.items() if k not in ("method", "label", "psla_weights")}
     if spec["method"] == "frame":
-        return build_detector("frame", device="cpu", vid_stride=options.get("vid_stride", 1), runtime=RUNTIME)[0]
+        return build_detector(DetectorSettings("frame", device="cpu", vid_stride=options.get("vid_stride", 1), runtime=RUNTIME))[0]
     if spec["method"] == "iff":
-        return build_detector("iff", device="cpu", iff_options=options or None, runtime=RUNTIME)[0]
-    return build_detector("psla", device="cpu", psla_options=options, psla_weights=spec.get("psla_weights"))[0]
+        return build_detector(DetectorSettings("iff", device="cpu", iff_options=options or None, runtime=RUNTIME))[0]
+    return build_detector(DetectorSettings("psla", device="cpu", psla_options=options, psla_weights=spec.get("psla_weights")))[0]
 
 
 def model_speed(detectors: list, scenes: list[Scene], rounds: int) -> list[float]:

@@ -194,12 +194,12 @@ def parse_variant(spec: str) -> tuple[str, dict]:
 
 def build_variant(spec: str, options, device):
     """The detector of a setting's method: ``build_detector`` with the variant's options."""
-    from vidtag.models.build import IFF_WEIGHTS, build_detector
+    from vidtag.models.build import IFF_WEIGHTS, DetectorSettings, build_detector
     from vidtag.weights import default_weights_dir
 
     base, variant = parse_variant(spec)
     if base != "iff":
-        return build_detector(base, None, options, device, variant or None, runtime=RUNTIME)[0]
+        return build_detector(DetectorSettings(base, None, options, device, psla_options=variant or None, runtime=RUNTIME))[0]
     weights = None
     if variant.pop("trl", True) is False:  # the same module trained without TRL: '-notrl' before '-nanodet-g'
         weights = default_weights_dir() / IFF_WEIGHTS[variant.get("module", "advanced")].replace("-nanodet-g", "-notrl-nanodet-g")
@@ -208,7 +208,7 @@ def build_variant(spec: str, options, device):
         if weights is not None:
             raise SystemExit(f"setting {spec!r}: modules= names its own weights; it cannot be combined with trl=0")
         weights = default_weights_dir() / f"iff-{recipe}-nanodet-g.json"
-    return build_detector(base, None, options, device, iff_options=variant or None, iff_weights=weights, runtime=RUNTIME)[0]
+    return build_detector(DetectorSettings(base, None, options, device, iff_options=variant or None, iff_weights=weights, runtime=RUNTIME))[0]
 
 
 def parse_settings(text: str | None, available, ablation: bool = False, iff_curve: bool = False) -> tuple[list[tuple[str, str]], list[str]]:
@@ -447,7 +447,7 @@ def main() -> None:
 
     from vidtag.linking import link as link_frames
     from vidtag.errors import WeightsError
-    from vidtag.models.build import METHODS, DetectOptions, build_detector
+    from vidtag.models.build import METHODS, DetectOptions, DetectorSettings, build_detector
 
     torch.set_num_threads(args.threads)
     command = "python benchmarks/robustness.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -684,7 +684,7 @@ def main() -> None:
     # Diagnostic: linking only rescores the boxes the detector kept; how many more would a lower conf keep?
     if args.diag_conf and ("frame", "seqnms+") in settings:
         low_options = DetectOptions(conf=args.diag_conf)
-        low_detector, _ = build_detector("frame", None, low_options, args.device, runtime=RUNTIME)
+        low_detector, _ = build_detector(DetectorSettings("frame", None, low_options, args.device, runtime=RUNTIME))
         low, low_s, low_max, low_shots = {}, 0.0, 0, {}
         for c in clips:
             low[c.clip.name], secs, low_shots[c.clip.name] = run_model(low_detector, c, True)

@@ -12,14 +12,14 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 
 
 def test_frame_detector_cuda_matches_cpu(tmp_path):
-    from vidtag.models.build import DetectOptions, build_detector
+    from vidtag.models.build import DetectOptions, DetectorSettings, build_detector
     from vidtag.io.decode import iter_chunks
 
     video = make_clip(tmp_path / "v.mp4", 8, 160, 96, 10)
     frames = torch.cat([c.frames for c in iter_chunks(video, chunk_size=8)])
     options = DetectOptions(conf=0.05, imgsz=160)
-    cpu, _ = build_detector("frame", options=options, device="cpu")
-    gpu, _ = build_detector("frame", options=options, device="cuda")
+    cpu, _ = build_detector(DetectorSettings("frame", options=options, device="cpu"))
+    gpu, _ = build_detector(DetectorSettings("frame", options=options, device="cuda"))
     for a, b in zip(cpu.detect_frames(frames), gpu.detect_frames(frames)):
         keep = a.scores > 0.1  # near-threshold boxes may flip between devices
         assert len(b) >= keep.sum()

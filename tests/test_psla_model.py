@@ -280,21 +280,21 @@ def test_config_from_older_files_means_the_papers_affinity():
 
 
 def test_inference_options_override_the_shipped_config():
-    from vidtag.models.build import build_detector
+    from vidtag.models.build import DetectorSettings, build_detector
 
     overrides = {"key_interval": 4, "max_displacement": 2, "use_rfu": False, "displacement_scaling": "none"}
-    detector, _ = build_detector("psla", None, DetectOptions(imgsz=96), "cpu", overrides)
+    detector, _ = build_detector(DetectorSettings("psla", None, DetectOptions(imgsz=96), "cpu", overrides))
     config = detector.model.config
     assert (config.key_interval, config.max_displacement, config.use_rfu) == (4, 2, False)
     assert [p.max_displacement for p in detector.model.psla] == [2, 2, 2]
-    scaled, _ = build_detector("psla", None, DetectOptions(imgsz=96), "cpu", {"max_displacement": 4, "displacement_scaling": "stride"})
+    scaled, _ = build_detector(DetectorSettings("psla", None, DetectOptions(imgsz=96), "cpu", {"max_displacement": 4, "displacement_scaling": "stride"}))
     assert [p.max_displacement for p in scaled.model.psla] == [4, 2, 1]
     dets = list(detector.run(_chunks(_frames(9), 5)))
     assert len(dets) == 9 and detector.state.key_frames == [2, 6, 8]  # segments 0-3, 4-7, 8
     with pytest.raises(ValueError, match="cannot change at inference"):
-        build_detector("psla", None, DetectOptions(imgsz=96), "cpu", {"embed_channels": 8})
+        build_detector(DetectorSettings("psla", None, DetectOptions(imgsz=96), "cpu", {"embed_channels": 8}))
     with pytest.raises(ValueError, match="PSLA options"):
-        build_detector("frame", None, DetectOptions(imgsz=96), "cpu", {"key_interval": 4})
+        build_detector(DetectorSettings("frame", None, DetectOptions(imgsz=96), "cpu", {"key_interval": 4}))
 
 
 def test_displacement_scaling_keeps_the_reach_in_pixels(nanodet):

@@ -20,9 +20,9 @@ def test_cli_api_and_builders_read_one_registry():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_builds_a_video_detector(method):
-    from vidtag.models.build import build_detector
+    from vidtag.models.build import DetectorSettings, build_detector
 
-    detector, _ = build_detector(method, device="cpu", runtime="torch")
+    detector, _ = build_detector(DetectorSettings(method, device="cpu", runtime="torch"))
     assert isinstance(detector, VideoDetector) and detector.method == method
     assert detector.shot_starts == [] and len(detector.classes) == 80
 

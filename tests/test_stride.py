@@ -90,10 +90,10 @@ def test_frame_detector_runs_every_kth_frame_and_holds_between(stride, chunk):
 
 
 def test_vid_stride_refused_for_temporal_methods():
-    from vidtag.models.build import build_detector
+    from vidtag.models.build import DetectorSettings, build_detector
 
     with pytest.raises(ValueError, match="--vid-stride works with --method frame only"):
-        build_detector("psla", vid_stride=2, device="cpu")
+        build_detector(DetectorSettings("psla", vid_stride=2, device="cpu"))
 
 
 def test_cli_vid_stride_links_and_interpolates(tmp_path, clip):

@@ -58,12 +58,12 @@ def main() -> None:
 
     import torch
 
-    from vidtag.models.build import build_detector
+    from vidtag.models.build import DetectorSettings, build_detector
 
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     clips = [protocol.HeldOutClip(c, k, Path(args.footage), args.seed, None, part="training") for k, c in enumerate(protocol.CLIPS)]
-    frame, _ = build_detector("frame", device="cpu", runtime="torch")  # psla runs in torch: compare like with like
+    frame, _ = build_detector(DetectorSettings("frame", device="cpu", runtime="torch"))  # psla runs in torch: compare like with like
     classes = frame.classes
     gt, gt_deg = {}, {}
     for c in clips:
@@ -78,7 +78,7 @@ def main() -> None:
     print("| quality_bias | AP50 degraded frames | fidelity | sum |")
     print("|---:|---:|---:|---:|")
     for bias in biases:
-        detector, _ = build_detector("psla", device="cpu", psla_options={"quality_bias": bias}, psla_weights=args.manifest)
+        detector, _ = build_detector(DetectorSettings("psla", device="cpu", psla_options={"quality_bias": bias}, psla_weights=args.manifest))
         pred, pred_clean = {}, {}
         for c in clips:
             pred[c.clip.name] = protocol.to_video_boxes(c.clip.name, protocol.run_model(detector, c, True)[0], classes, np.arange(len(c)))

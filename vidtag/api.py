@@ -97,7 +97,7 @@ class Runner:
     """A loaded detector plus settings; reuse it for many videos."""
 
     def __init__(self, settings: Settings = Settings()):
-        from vidtag.models.build import DetectOptions, build_detector, select_device
+        from vidtag.models.build import DetectOptions, DetectorSettings, build_detector, select_device
 
         if settings.link not in LINK_METHODS:
             raise ValueError(f"unknown link {settings.link!r}: choose from {', '.join(LINK_METHODS)}")
@@ -125,11 +125,11 @@ class Runner:
         if settings.method == "iff":
             iff_options = {"window": settings.window, **({"module": settings.iff_module} if settings.iff_module else {}),
                            **({"clean_gate": settings.clean_gate} if settings.clean_gate is not None else {})}
-        detector, manifest = build_detector(settings.method, settings.weights, options, self.device, psla_options,
-                                            settings.psla_weights if settings.method == "psla" else None,
-                                            iff_options, settings.iff_weights if settings.method == "iff" else None,
-                                            cut_threshold=settings.cut_threshold, vid_stride=settings.vid_stride,
-                                            runtime=settings.runtime)
+        detector, manifest = build_detector(DetectorSettings(
+            settings.method, settings.weights, options, self.device,
+            psla_options=psla_options, psla_weights=settings.psla_weights if settings.method == "psla" else None,
+            iff_options=iff_options, iff_weights=settings.iff_weights if settings.method == "iff" else None,
+            cut_threshold=settings.cut_threshold, vid_stride=settings.vid_stride, runtime=settings.runtime))
         if settings.classes:
             options = DetectOptions(conf=settings.conf, imgsz=settings.imgsz, iou=settings.iou, max_det=settings.max_det,
                                     classes=class_indices(settings.classes, manifest.classes))

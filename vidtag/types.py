@@ -126,7 +126,9 @@ class VideoDetector(Protocol):
 
     Implemented by ``vidtag.models.build.FrameDetector`` (``method="frame"``),
     ``vidtag.models.psla.PSLAVideoDetector`` (``"psla"``) and
-    ``vidtag.models.iff.IFFVideoDetector`` (``"iff"``).
+    ``vidtag.models.iff.IFFVideoDetector`` (``"iff"``).  Each subclasses
+    ``vidtag.models.video_detector.VideoDetectorBase`` (the common fields and
+    ``shot_starts``); ``build_detector`` makes them from a ``DetectorSettings``.
 
     Attributes:
         method: one of :data:`METHODS`.

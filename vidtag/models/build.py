@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from vidtag.models.video_detector import VideoDetectorBase
 from vidtag.shots import CUT_THRESHOLD, ShotBoundaries
 from vidtag.types import METHODS, Detections, FrameChunk  # METHODS: the registry, re-exported here
 
@@ -51,11 +52,12 @@ class DetectOptions:
                            max_det=self.max_det, classes=self.classes)
 
 
-class FrameDetector:
+class FrameDetector(VideoDetectorBase):
     """Per-frame detection: NanoDet-g on every frame independently.
 
     Args:
-        model: a NanoDet network in eval mode on ``device``.
+        model: a NanoDet network in eval mode on ``device``, or an exported
+            runtime's engine (:mod:`vidtag.models.runtime`).
         classes: the model's class names (index = label).
         options: thresholds and input size.
         device: where the network runs.
@@ -73,23 +75,17 @@ class FrameDetector:
                  cut_threshold: float = CUT_THRESHOLD, vid_stride: int = 1):
         if vid_stride < 1:
             raise ValueError(f"vid_stride must be >= 1, got {vid_stride}")
-        self.model = model
-        self.classes = classes
-        self.options = options
-        self.device = device
+        super().__init__(model, classes, options, device)
         self.cut_threshold = cut_threshold
         self.vid_stride = vid_stride
-        self.shots: ShotBoundaries | None = None  # the last video's hard cuts; set by run()
         self._detected: list[int] = []  # with vid_stride > 1: the frames the network ran on (shots index them)
 
     @property
     def shot_starts(self) -> list[int]:
-        """Frames of the last video that start a new shot (after ``run``)."""
-        if self.shots is None:
-            return []
-        if self.vid_stride == 1:
-            return list(self.shots.starts)
-        return [self._detected[i] for i in self.shots.starts]
+        """Frames of the last video that start a new shot (after ``run``); with
+        ``vid_stride`` > 1 the cuts found among the detected frames, as video frames."""
+        starts = super().shot_starts
+        return starts if self.vid_stride == 1 else [self._detected[i] for i in starts]
 
     @torch.inference_mode()
     def detect_frames(self, frames: torch.Tensor, shots: ShotBoundaries | None = None,
@@ -163,27 +159,16 @@ def select_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def build_detector(
-    method: str = "frame",
-    weights: str | None = None,
-    options: DetectOptions = DetectOptions(),
-    device: str | torch.device = "auto",
-    psla_options: dict | None = None,
-    psla_weights: str | Path | None = None,
-    iff_options: dict | None = None,
-    iff_weights: str | Path | None = None,
-    cut_threshold: float | None = None,
-    vid_stride: int = 1,
-    runtime: str = "auto",
-):
-    """Build a ready-to-run video detector.
+@dataclass(frozen=True)
+class DetectorSettings:
+    """What :func:`build_detector` builds: the method, its weights and options; checked on construction.
 
-    Args:
+    Attributes:
         method: one of :data:`METHODS`.
         weights: a shipped weights name (``nanodet-g-coco``), a manifest .json or
             a .pt with its manifest beside it; None for the default.
         options: thresholds and input size.
-        device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+        device: 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device.
         psla_options: PSLAConfig fields that override the shipped modules'
             config for ``method="psla"``, e.g. ``{"key_interval": 5}``; the
             inference-time ones are ``key_interval``, ``max_displacement``
@@ -196,32 +181,73 @@ def build_detector(
         iff_weights: the IFF modules' manifest, e.g. from ``vidtag train iff``;
             None for the shipped ones of ``iff_options["module"]``.
         cut_threshold: the hard-cut test of :mod:`vidtag.shots` for any method
-            (0: off); None keeps the default (PSLA / IFF: their modules' config).
+            (0: off); None keeps the default (frame: ``CUT_THRESHOLD``; PSLA /
+            IFF: their modules' config).
         vid_stride: ``method="frame"`` only: run the network on every
             ``vid_stride``-th frame and hold its boxes between (:mod:`vidtag.stride`).
         runtime: what runs the network, one of :data:`vidtag.models.runtime.RUNTIMES`;
             the detector's ``runtime`` says which runs (e.g. ``"openvino (bf16)"``).
 
+    Raises:
+        ValueError: an unknown method, a stride below 1 or with a temporal
+            method, an input size that is not a positive multiple of 32, PSLA or
+            IFF options for ``method="frame"``.  The device, weights and the
+            temporal options are checked by :func:`build_detector`.
+    """
+
+    method: str = "frame"
+    weights: str | None = None  # None: nanodet-g-coco, the shipped NanoDet-g
+    options: DetectOptions = DetectOptions()
+    device: str | torch.device = "auto"  # auto: CUDA when there is one, else the CPU
+    psla_options: dict | None = None  # None: the PSLA manifest's own inference config
+    psla_weights: str | Path | None = None  # None: PSLA_WEIGHTS
+    iff_options: dict | None = None  # None: the IFF manifest's own inference config
+    iff_weights: str | Path | None = None  # None: IFF_WEIGHTS of the module
+    cut_threshold: float | None = None
+    vid_stride: int = 1  # 1: every frame runs the network
+    runtime: str = "auto"  # auto: vidtag.models.runtime.resolve_runtime picks by method, device and weights
+
+    def __post_init__(self):
+        method, options = self.method, self.options
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
+        if self.vid_stride < 1:
+            raise ValueError(f"--vid-stride must be at least 1, got {self.vid_stride}")
+        if self.vid_stride > 1 and method != "frame":
+            raise ValueError(f"--vid-stride works with --method frame only (got --method {method})")
+        if options.imgsz <= 0 or options.imgsz % 32:
+            raise ValueError(f"--imgsz must be a positive multiple of 32, got {options.imgsz}")
+        if method == "frame" and self.psla_options:
+            raise ValueError(f"PSLA options {sorted(self.psla_options)} given for method {method!r}")
+        if method == "frame" and self.iff_options:
+            raise ValueError(f"IFF options {sorted(self.iff_options)} given for method {method!r}")
+
+
+def build_detector(settings: DetectorSettings = DetectorSettings()):
+    """Build a ready-to-run video detector.
+
+    Args:
+        settings: the method, weights, options, device and runtime
+            (:class:`DetectorSettings`, checked when it was made).
+
     Returns:
-        (detector, manifest): the detector and the manifest of its weights.
+        (detector, manifest): the detector (a :class:`vidtag.types.VideoDetector`)
+        and the manifest of its NanoDet weights.
+
+    Raises:
+        ValueError: an unavailable device or runtime, temporal options that
+            cannot change at inference.
+        WeightsError: missing, unreadable or altered weights.
     """
     from vidtag.models.nanodet import load_nanodet
     from vidtag.models.runtime import load_engine, resolve_runtime
     from vidtag.weights import resolve_detector_weights
 
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
-    if vid_stride < 1:
-        raise ValueError(f"--vid-stride must be at least 1, got {vid_stride}")
-    if vid_stride > 1 and method != "frame":
-        raise ValueError(f"--vid-stride works with --method frame only (got --method {method})")
-    if options.imgsz <= 0 or options.imgsz % 32:
-        raise ValueError(f"--imgsz must be a positive multiple of 32, got {options.imgsz}")
-    if method == "frame" and (psla_options or iff_options):
-        raise ValueError(f"PSLA options {sorted(psla_options)} given for method {method!r}" if psla_options else f"IFF options {sorted(iff_options)} given for method {method!r}")
-    dev = device if isinstance(device, torch.device) else select_device(device)
-    manifest = resolve_detector_weights(weights or "nanodet-g-coco")
-    engine = resolve_runtime(runtime, method, dev, manifest)  # an exported runtime: frame and iff only
+    method, options, cut_threshold = settings.method, settings.options, settings.cut_threshold
+    psla_options, iff_options = settings.psla_options, settings.iff_options
+    dev = settings.device if isinstance(settings.device, torch.device) else select_device(settings.device)
+    manifest = resolve_detector_weights(settings.weights or "nanodet-g-coco")
+    engine = resolve_runtime(settings.runtime, method, dev, manifest)  # an exported runtime: frame and iff only
     exported = None if engine == "torch" else load_engine(engine, manifest)
     model = exported if method == "frame" and exported is not None else load_nanodet(manifest).to(dev).eval()
     if cut_threshold is not None:
@@ -230,13 +256,13 @@ def build_detector(
         elif method == "iff":
             iff_options = {**(iff_options or {}), "cut_threshold": cut_threshold}
     if method == "psla":
-        detector = _build_psla(model, manifest, options, dev, psla_options or {}, psla_weights)
+        detector = _build_psla(model, manifest, options, dev, psla_options or {}, settings.psla_weights)
     elif method == "iff":
-        detector = _build_iff(model, manifest, options, dev, iff_options or {}, iff_weights)
+        detector = _build_iff(model, manifest, options, dev, iff_options or {}, settings.iff_weights)
         detector.model.engine = exported
     else:
         cut = CUT_THRESHOLD if cut_threshold is None else cut_threshold
-        detector = FrameDetector(model, tuple(manifest.classes), options, dev, cut, vid_stride)
+        detector = FrameDetector(model, tuple(manifest.classes), options, dev, cut, settings.vid_stride)
     detector.runtime = "torch" if exported is None else exported.runtime
     return detector, manifest
 

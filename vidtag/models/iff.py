@@ -89,6 +89,7 @@ from torch import Tensor, nn
 
 from vidtag.models import modules_file
 from vidtag.models.nanodet import MASS_MIN_SCORE, NanoDet, NanoDetOutput, confidence_mass
+from vidtag.models.video_detector import VideoDetectorBase, check_frame_shape
 from vidtag.ops.flow import correlation, warp
 from vidtag.shots import CUT_THRESHOLD, ShotBoundaries, frame_thumbnails
 from vidtag.types import Detections, FrameChunk
@@ -547,7 +548,7 @@ class OwnOutput:
     raw: NanoDetOutput | None  # the head output (one frame), kept for fusion="cells"
 
 
-class IFFVideoDetector:
+class IFFVideoDetector(VideoDetectorBase):
     """Video detector with the interface of ``build.FrameDetector``.
 
     Each chunk runs ``N_m`` and the per-frame modules as one batch; each frame's
@@ -581,23 +582,14 @@ class IFFVideoDetector:
     method = "iff"
 
     def __init__(self, model: IFFDetector, classes: tuple[str, ...], options, device: torch.device | str = "cpu"):
-        self.model = model
-        self.classes = classes
-        self.options = options
-        self.device = torch.device(device)
+        super().__init__(model, classes, options, device)
         self.ring: FeatureRing | None = None  # the current video's features; set by run()
-        self.shots: ShotBoundaries | None = None  # the current video's hard cuts; set by run()
         self.thumbs: dict[int, Tensor] = {}  # thumbnails of the frames windows can still reach, by index
         self.replaced = 0  # window neighbours replaced by the frame itself in the last video (lookalike_window)
         self.own: dict[int, OwnOutput] = {}  # clean gate / cell fusion: each frame's output on its own features, by index
         self.own_frames: list[int] = []  # frames of the last video that kept their own detections (clean gate)
         self.own_weight: dict[int, float] = {}  # last video: the current frame's mean aggregation weight (1: kept its own)
         self.gate_score = MASS_MIN_SCORE  # class scores below this do not count towards the confidence mass
-
-    @property
-    def shot_starts(self) -> list[int]:
-        """Frames of the last video that start a new shot (after ``run``)."""
-        return [] if self.shots is None else list(self.shots.starts)
 
     @torch.inference_mode()
     def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
@@ -615,10 +607,7 @@ class IFFVideoDetector:
         box, shape, emitted = None, None, 0
         for chunk in chunks:
             frames = torch.as_tensor(chunk.frames).to(self.device, non_blocking=True)
-            if shape is None:
-                shape = tuple(frames.shape[1:])
-            elif tuple(frames.shape[1:]) != shape:
-                raise ValueError(f"frame size changed within a video: {shape} -> {tuple(frames.shape[1:])}")
+            shape = check_frame_shape(frames, shape)
             x, box = letterbox(frames, self.options.imgsz, chunk.source_size)
             self.shots.push(x, box)
             if self.model.config.lookalike_threshold > 0:

@@ -77,6 +77,7 @@ from torch import Tensor, nn
 
 from vidtag.models import modules_file
 from vidtag.models.nanodet import NanoDet, NanoDetOutput, confidence_mass
+from vidtag.models.video_detector import VideoDetectorBase, check_frame_shape
 from vidtag.ops.pointwise import pointwise, pointwise_pair
 from vidtag.ops.sampling import PSLA, psla_affinities, psla_aggregate
 from vidtag.shots import CUT_THRESHOLD, ShotBoundaries
@@ -805,7 +806,7 @@ class _VideoState:
     emitted: int = 0  # frames output so far
 
 
-class PSLAVideoDetector:
+class PSLAVideoDetector(VideoDetectorBase):
     """Video detector with the same interface as ``build.FrameDetector``.
 
     Buffers at most ``key_interval`` frames (one segment): a segment is run as
@@ -830,16 +831,13 @@ class PSLAVideoDetector:
     method = "psla"
 
     def __init__(self, model: PSLADetector, classes: tuple[str, ...], options, device: torch.device | str = "cpu"):
-        self.model = model
-        self.classes = classes
-        self.options = options
-        self.device = torch.device(device)
+        super().__init__(model, classes, options, device)
         self.state = _VideoState()
 
     @property
-    def shot_starts(self) -> list[int]:
-        """Frames of the last video that start a new shot (after ``run``)."""
-        return [] if self.state.shots is None else list(self.state.shots.starts)
+    def shots(self) -> ShotBoundaries | None:
+        """The last video's hard cuts (``state.shots``; None until its first segment has run)."""
+        return self.state.shots
 
     @property
     def promoted_frames(self) -> list[int]:
@@ -877,10 +875,7 @@ class PSLAVideoDetector:
 
         state = self.state
         frames = torch.stack(state.pending).to(self.device, non_blocking=True)
-        if state.source_shape is None:
-            state.source_shape = tuple(frames.shape[1:])
-        elif tuple(frames.shape[1:]) != state.source_shape:
-            raise ValueError(f"frame size changed within a video: {state.source_shape} -> {tuple(frames.shape[1:])}")
+        state.source_shape = check_frame_shape(frames, state.source_shape)
         start, n = state.next_start, len(frames)
         state.pending, state.next_start = [], start + n
 
