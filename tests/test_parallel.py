@@ -24,7 +24,7 @@ from tests.clips import make_clip
 from tests.outputs import check_record, manifest_records, stray_files
 from tests.stub_detectors import POISON_WIDTH, faulty_runner
 from tests.stub_detectors import fake_runner as fake_runner_factory
-from vidtag.api import Settings, annotate
+from vidtag.api import annotate
 from vidtag.batch import MANIFEST_NAME
 from vidtag.cli import main
 
