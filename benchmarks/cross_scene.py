@@ -71,7 +71,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vidtag.eval.robustness import BURST, CLIPS, DEGRADED_FRACTION, ap50, load_held_out, to_video_boxes  # noqa: E402
+from vidtag.eval.robustness import (BURST, CLIPS, DEGRADED_FRACTION, ap50, ap50_by_class, box_weighted,  # noqa: E402
+                                    load_held_out, to_video_boxes)
 from vidtag.weights import file_sha256  # noqa: E402
 
 DEFAULT_FOOTAGE = ROOT.parent / "shared" / "footage"
@@ -202,7 +203,20 @@ class Scorer:
         self.scenes = {s.name: s for s in scenes}
 
     def score(self, names: list[str], preds: dict[str, list], frames: str = "all") -> float | None:
-        """AP50 pooled over scenes ``names``; ``frames``: "all" or "degraded" (degraded frames only)."""
+        """AP50 pooled over scenes ``names``, the mean over the classes with at least
+        ``MIN_CLASS_BOXES`` boxes among those frames; ``frames``: "all" or "degraded" (degraded frames only)."""
+        gt, pred, keep = self._column(names, preds, frames)
+        return ap50(gt, pred, self.classes, keep) if keep else None
+
+    def by_class(self, names: list[str], preds: dict[str, list], frames: str = "all") -> dict:
+        """:meth:`score`'s column per class, {class: [AP50, boxes]}, and weighted by boxes:
+        {"classes": ..., "box_weighted": AP50 or None}."""
+        gt, pred, keep = self._column(names, preds, frames)
+        per_class = ap50_by_class(gt, pred, self.classes, keep) if keep else {}
+        return {"classes": {c: list(v) for c, v in per_class.items()}, "box_weighted": box_weighted(per_class)}
+
+    def _column(self, names: list[str], preds: dict[str, list], frames: str):
+        """Ground truth and predictions of ``frames`` of scenes ``names``, and the classes scored there."""
         gt, pred = {}, {}
         for n in names:
             ids = range(len(self.scenes[n].frames)) if frames == "all" else np.flatnonzero(self.scenes[n].mask)
@@ -213,10 +227,7 @@ class Scorer:
             for f in v.frames.values():
                 for c in f.classes:
                     counts[c] = counts.get(c, 0) + 1
-        keep = [c for c in self.classes if counts.get(c, 0) >= MIN_CLASS_BOXES]
-        if not keep:
-            return None
-        return ap50(gt, pred, self.classes, keep)
+        return gt, pred, [c for c in self.classes if counts.get(c, 0) >= MIN_CLASS_BOXES]
 
 
 def _subset(video, ids):
@@ -468,6 +479,8 @@ def main() -> None:
                 "degraded_clip": scorer.score(names, degraded),
                 "per_clip_fidelity": {n: scorer.score([n], clean) for n in names},
                 "per_clip_degraded_clip": {n: scorer.score([n], degraded) for n in names},
+                "by_class": {"fidelity": scorer.by_class(names, clean), "degraded_frames": scorer.by_class(names, degraded, "degraded"),
+                             "degraded_clip": scorer.by_class(names, degraded)},
             }
         results.append(row)
         print(f"{label}: {row['model_fps']:.1f} frames/s", {k: pct(v['fidelity']) for k, v in row['scopes'].items()}, flush=True)
@@ -491,6 +504,17 @@ def main() -> None:
             r = row["scopes"][scope]
             say(f"| {row['setting']} | {pct(r['fidelity'])} | {pct(r['degraded_frames'])} | {pct(r['degraded_clip'])} | "
                 f"{row['model_fps'] / frame_fps:.2f}x | {100 * row['promoted_fraction']:.1f}% |")
+        say("")
+        columns = ("fidelity", "degraded_frames", "degraded_clip")
+        boxes = {k: results[0]["scopes"][scope]["by_class"][k]["classes"] for k in columns}
+        say("The same columns weighted by ground-truth boxes instead of the mean over classes (classes scored per column: "
+            + "; ".join(f"{k}: " + (", ".join(f"{c} {n}" for c, (_, n) in boxes[k].items()) or "none") for k in columns) + "):")
+        say("")
+        say("| setting | fidelity, box-weighted | AP50 degraded frames, box-weighted | AP50 whole degraded clip, box-weighted |")
+        say("|---|---:|---:|---:|")
+        for row in results:
+            b = row["scopes"][scope]["by_class"]
+            say(f"| {row['setting']} | " + " | ".join(pct(b[k]["box_weighted"]) for k in columns) + " |")
         say("")
         say("Fidelity per clip: " + "; ".join(
             f"{row['setting']}: " + " / ".join(pct(v) for v in row["scopes"][scope]["per_clip_fidelity"].values())

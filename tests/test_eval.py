@@ -366,3 +366,19 @@ def test_cocovid_loader_and_video_matching():
     pairs, unmatched_gt, unmatched_pred = match_videos(pred, videos)
     assert pairs == {"clip_b": "clip_b", "val/clip_a": "clip_a.mp4"}
     assert unmatched_gt == [] and unmatched_pred == ["other"]
+
+
+def test_per_class_ap50_and_the_box_weighted_mean_by_hand():
+    from vidtag.eval.robustness import ap50, ap50_by_class, box_weighted
+
+    # class "a": 3 boxes, all found; class "b": 1 box, its only prediction is elsewhere
+    a_boxes = [[0, 0, 50, 50], [100, 100, 150, 150], [200, 0, 260, 60]]
+    gt = {0: gt_frame(a_boxes + [[300, 300, 340, 340]], ["a", "a", "a", "b"])}
+    pred = {0: pred_frame(a_boxes + [[0, 300, 40, 340]], ["a", "a", "a", "b"], [0.9, 0.8, 0.7, 0.6])}
+    gt_videos, pred_videos, _ = one_video(gt, pred)
+    per_class = ap50_by_class(gt_videos, pred_videos, ["a", "b", "c"])
+    assert per_class == {"a": (pytest.approx(1.0), 3), "b": (0.0, 1)}  # "c" has no box: not scored
+    assert box_weighted(per_class) == pytest.approx(0.75)  # (1.0 * 3 + 0.0 * 1) / 4
+    assert ap50(gt_videos, pred_videos, ["a", "b", "c"]) == pytest.approx(0.5)  # the class mean beside it
+    assert ap50_by_class(gt_videos, pred_videos, ["a", "b"], among=["b"]) == {"b": (0.0, 1)}
+    assert box_weighted({}) is None

@@ -181,3 +181,27 @@ def ap50(gt: dict, pred: dict, classes, among=None) -> float | None:
     if not present:
         return None
     return coco_ap(gt, pred, {n: n for n in gt}, present)["AP50"]
+
+
+def ap50_by_class(gt: dict, pred: dict, classes, among=None) -> dict[str, tuple[float | None, int]]:
+    """Per class of :func:`ap50`'s set: (pooled COCO AP50 of that class alone, its scored
+    ground-truth boxes).  Beside the class mean, the box counts show how much each class
+    weighs, and :func:`box_weighted` gives the mean weighted by them."""
+    from vidtag.eval.coco_ap import coco_ap
+
+    counts: dict[str, int] = {}
+    for video in gt.values():
+        for frame in video.frames.values():
+            for c, ignored in zip(frame.classes, frame.ignore):
+                if not ignored:
+                    counts[c] = counts.get(c, 0) + 1
+    keep = None if among is None else set(among)
+    present = [c for c in classes if c in counts and (keep is None or c in keep)]
+    return {c: (coco_ap(gt, pred, {n: n for n in gt}, [c])["AP50"], counts[c]) for c in present}
+
+
+def box_weighted(per_class: dict[str, tuple[float | None, int]]) -> float | None:
+    """The mean of :func:`ap50_by_class`'s APs weighted by their box counts (None if no class scored)."""
+    scored = [(ap, n) for ap, n in per_class.values() if ap is not None]
+    total = sum(n for _, n in scored)
+    return sum(ap * n for ap, n in scored) / total if total else None
