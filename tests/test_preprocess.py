@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vidtag.models.preprocess import BGR_MEAN, BGR_STD, letterbox
+from vidtag.models.preprocess import BGR_MEAN, BGR_STD, letterbox, normalise_and_pad, pixel_thumbnails, resize_for_input
 from vidtag.ops.letterbox import plan_letterbox
 
 
@@ -66,3 +66,17 @@ def test_bad_imgsz_raises(imgsz):
 def test_bad_frames_raise():
     with pytest.raises(ValueError, match="uint8"):
         letterbox(torch.zeros(1, 10, 10, 3), 32)
+
+
+@pytest.mark.parametrize("width, height, source_wh", [(640, 272, None), (90, 200, None), (416, 234, (1280, 720))])
+def test_pixels_path_gives_letterbox_input_and_its_thumbnails(width, height, source_wh):
+    """resize_for_input + normalise_and_pad is letterbox; pixel_thumbnails (from the pixels)
+    equals the thumbnails of the normalised input that shots.push makes."""
+    from vidtag.shots import frame_thumbnails
+
+    frames = torch.randint(0, 256, (3, height, width, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(height))
+    x, box = letterbox(frames, 416, source_wh)
+    pixels, box2 = resize_for_input(frames, 416, source_wh)
+    assert box2 == box and pixels.dtype == torch.uint8
+    torch.testing.assert_close(normalise_and_pad(pixels, box), x, rtol=0, atol=0)
+    torch.testing.assert_close(pixel_thumbnails(pixels), frame_thumbnails(x, box, 416), rtol=0, atol=1e-5)

@@ -62,6 +62,25 @@ def test_exported_graphs_match_the_torch_model(manifest, shape, engine):
         torch.testing.assert_close(got.box_dists, want.box_dists, atol=1e-3, rtol=1e-4)
 
 
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino-f32"])
+@pytest.mark.parametrize("width, height", [(160, 96), (90, 200), (416, 416)])
+def test_from_pixels_matches_the_torch_model_on_the_letterboxed_input(manifest, engine, width, height):
+    """The joined OpenVINO graph normalises, pads and reorders channels itself: the same
+    output as torch's network on ``preprocess.letterbox``'s input (padding on either axis)."""
+    from vidtag.models.preprocess import letterbox, resize_for_input
+
+    frames = torch.randint(0, 256, (2, height, width, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(width))
+    model = OnnxNanoDet(manifest, threads=1) if engine == "onnxruntime" else OpenVinoNanoDet(manifest, threads=1, precision="f32")
+    pixels, box = resize_for_input(frames, 160)
+    got = model.from_pixels(pixels, box)
+    x, _ = letterbox(frames, 160)
+    with torch.inference_mode():
+        want = load_nanodet(manifest, channels_last=False)(x)
+    assert got.level_shapes == want.level_shapes and got.strides == want.strides
+    torch.testing.assert_close(got.cls_scores, want.cls_scores, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.box_dists, want.box_dists, atol=1e-3, rtol=1e-4)
+
+
 def test_detect_gives_the_same_boxes_with_either_runtime(tmp_path):
     from vidtag.api import Runner, Settings
 

@@ -90,10 +90,17 @@ class ShotBoundaries:
     def push(self, x: Tensor, box) -> list[int]:
         """x (Tensor[B, 3, H, W]) the next B frames as from ``preprocess.letterbox``
         with ``box`` -> the indices into x (0..B-1) that start a new shot."""
-        first, self._frames = self._frames, self._frames + len(x)
+        if self.threshold == 0:
+            self._frames += len(x)
+            return []
+        return self.push_thumbnails(frame_thumbnails(x, box, self.imgsz))
+
+    def push_thumbnails(self, thumbs: Tensor) -> list[int]:
+        """:meth:`push` for frames whose :func:`thumbnails` (Tensor[B, 576]) are made
+        already -> the indices (0..B-1) that start a new shot."""
+        first, self._frames = self._frames, self._frames + len(thumbs)
         if self.threshold == 0:
             return []
-        thumbs = frame_thumbnails(x, box, self.imgsz)
         self.last_thumbs = thumbs
         found = cuts(thumbs, self._last, self.threshold)
         self._last = thumbs[-1]

@@ -93,12 +93,22 @@ class FrameDetector(VideoDetectorBase):
         """frames (uint8 Tensor[B, H, W, 3], RGB) -> B Detections in source pixels;
         ``shots`` (the video's, when given) sees the frames too; ``source_wh``: the
         video's size when the decoder scaled the frames down (``FrameChunk.source_size``)."""
-        from vidtag.models.preprocess import letterbox
+        from vidtag.models.preprocess import letterbox, pixel_thumbnails, resize_for_input
+        from vidtag.models.runtime import ExportedNanoDet
 
-        x, box_map = letterbox(frames.to(self.device, non_blocking=True), self.options.imgsz, source_wh)
-        if shots is not None:
-            shots.push(x, box_map)
-        return self.options.postprocess(self.model(x), box_map)
+        frames = frames.to(self.device, non_blocking=True)
+        if not isinstance(self.model, ExportedNanoDet):
+            x, box_map = letterbox(frames, self.options.imgsz, source_wh)
+            if shots is not None:
+                shots.push(x, box_map)
+            return self.options.postprocess(self.model(x), box_map)
+        # an exported network takes the resized pixels and normalises and pads them itself
+        pixels, box_map = resize_for_input(frames, self.options.imgsz, source_wh)
+        if shots is not None and shots.threshold:
+            shots.push_thumbnails(pixel_thumbnails(pixels))
+        elif shots is not None:
+            shots.push_thumbnails(pixels.new_zeros((len(pixels), 0)))  # counts the frames; no cut is looked for
+        return self.options.postprocess(self.model.from_pixels(pixels, box_map), box_map)
 
     def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
         """Yield one Detections per frame of ``chunks`` (one video), in order."""

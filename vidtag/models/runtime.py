@@ -30,6 +30,7 @@ from torch import Tensor
 
 from vidtag.errors import WeightsError
 from vidtag.models.nanodet import NanoDetConfig, NanoDetOutput
+from vidtag.ops.letterbox import Letterbox
 from vidtag.weights import WeightsManifest, file_sha256
 
 RUNTIMES = ("auto", "torch", "openvino", "openvino-f32", "onnxruntime")
@@ -128,6 +129,15 @@ class ExportedNanoDet:
         """x (Tensor[B, 3, H, W] float32, normalised BGR, H and W multiples of 32) -> NanoDetOutput."""
         return self.head(self.neck(x))
 
+    def from_pixels(self, pixels: Tensor, box: Letterbox) -> NanoDetOutput:
+        """pixels (uint8 Tensor[B, h, w, 3], RGB: the image region of the input, from
+        :func:`vidtag.models.preprocess.resize_for_input` with ``box``) -> NanoDetOutput
+        of the letterboxed input (normalised and padded as ``preprocess.letterbox`` does).
+        Engines that can normalise and pad inside their graph override it."""
+        from vidtag.models.preprocess import normalise_and_pad
+
+        return self(normalise_and_pad(pixels, box))
+
     def release_memory(self) -> None:
         """Free what the runtime keeps between calls (intermediate buffers); the next call
         allocates it again.  Detectors call it when a video ends, so the annotated MP4
@@ -173,6 +183,11 @@ class OnnxNanoDet(ExportedNanoDet):
 class OpenVinoNanoDet(ExportedNanoDet):
     """The export compiled by OpenVINO for the CPU.
 
+    Three compiled models, each compiled on first use: the two exported graphs
+    (:meth:`neck`, :meth:`head`; iff runs its modules between them) and both
+    joined behind the letterbox's normalisation and padding (:meth:`from_pixels`,
+    what ``--method frame`` runs: uint8 pixels in, no float input made outside).
+
     Args:
         precision: ``"auto"``: bf16 where the CPU has bf16 units, f32 elsewhere;
             ``"f32"``; ``"bf16"``.
@@ -182,27 +197,88 @@ class OpenVinoNanoDet(ExportedNanoDet):
     def __init__(self, manifest: WeightsManifest, threads: int | None = None, precision: str = "auto"):
         import openvino as ov
 
-        core = ov.Core()
+        self.core = ov.Core()
         if precision == "auto":
-            precision = "bf16" if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "f32"
+            precision = "bf16" if "BF16" in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "f32"
         if precision not in ("f32", "bf16"):
             raise ValueError(f"OpenVINO precision must be auto, f32 or bf16, got {precision!r}")
         self.precision = precision
         self.runtime = f"openvino ({precision})"
-        config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
-        paths = self.graph_paths(manifest)
-        self.features_model, self.head_model = (core.compile_model(core.read_model(str(paths[part])), "CPU", config)
-                                                for part in ("features", "head"))
+        self.compile_config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
+        self.paths = self.graph_paths(manifest)
+        self._compiled: dict = {}  # "features" | "head" | "pixels" -> compiled model
         self.config = NanoDetConfig(num_classes=len(manifest.classes), input_size=manifest.input_size)
 
+    def compiled(self, part: str):
+        """The compiled model of ``part``: ``"features"``, ``"head"`` or ``"pixels"`` (both, behind the letterbox)."""
+        if part not in self._compiled:
+            if part == "pixels":
+                model = joined_from_pixels(self.core.read_model(str(self.paths["features"])),
+                                           self.core.read_model(str(self.paths["head"])))
+            else:
+                model = self.core.read_model(str(self.paths[part]))
+            self._compiled[part] = self.core.compile_model(model, "CPU", self.compile_config)
+        return self._compiled[part]
+
+    def from_pixels(self, pixels: Tensor, box: Letterbox) -> NanoDetOutput:
+        if pixels.dtype != torch.uint8:
+            return super().from_pixels(pixels, box)
+        batch, height, width, _ = pixels.shape
+        input_w, input_h = box.input
+        pads_begin = np.array([0, 0, box.pad_y, box.pad_x], np.int64)
+        pads_end = np.array([0, 0, input_h - box.pad_y - height, input_w - box.pad_x - width], np.int64)
+        model = self.compiled("pixels")
+        out = model([pixels.contiguous().numpy(), pads_begin, pads_end])
+        cls_scores, box_dists = (torch.from_numpy(np.asarray(out[model.output(i)])) for i in range(2))
+        strides = tuple(self.config.strides)
+        shapes = tuple((-(-input_h // s), -(-input_w // s)) for s in strides)
+        return NanoDetOutput(cls_scores, box_dists, shapes, strides)
+
     def release_memory(self) -> None:
-        self.features_model.release_memory()
-        self.head_model.release_memory()
+        for model in self._compiled.values():
+            model.release_memory()
 
     def _run_features(self, images):
-        out = self.features_model(images)
-        return [np.asarray(out[self.features_model.output(i)]) for i in range(3)]
+        model = self.compiled("features")
+        out = model(images)
+        return [np.asarray(out[model.output(i)]) for i in range(3)]
 
     def _run_head(self, pyramid):
-        out = self.head_model(pyramid)
-        return tuple(np.asarray(out[self.head_model.output(i)]) for i in range(2))
+        model = self.compiled("head")
+        out = model(pyramid)
+        return tuple(np.asarray(out[model.output(i)]) for i in range(2))
+
+
+def joined_from_pixels(features, head):
+    """The two exported graphs (``openvino.Model``: backbone + neck, head) as one model
+    that starts from pixels: inputs ``pixels`` (uint8 [B, h, w, 3], RGB, the image
+    region), ``pads_begin`` and ``pads_end`` (int64 [4], NCHW: rows and columns of
+    padding above / left and below / right); output the head's (class scores, box
+    distributions).  Inside: ``(x - mean) / std`` per channel, NHWC -> NCHW, zero
+    padding (the mean colour, as ``preprocess.letterbox`` pads), then the graphs.
+    The first convolution's input channels are reordered to take RGB (the network
+    was trained on BGR), which is exact; both arguments are modified."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from vidtag.models.preprocess import BGR_MEAN, BGR_STD
+
+    image = features.get_parameters()[0]
+    convolutions = [t.get_node() for t in image.output(0).get_target_inputs() if t.get_node().get_type_name() == "Convolution"]
+    if len(convolutions) != 1:
+        raise WeightsError(f"the exported backbone's input feeds {len(convolutions)} convolutions, expected 1")
+    weights = convolutions[0].input_value(1).get_node().get_data()  # [C_out, 3 (BGR), k, k]
+    convolutions[0].input(1).replace_source_output(ops.constant(np.ascontiguousarray(weights[:, ::-1])).output(0))
+
+    pixels = ops.parameter([-1, -1, -1, 3], ov.Type.u8, name="pixels")
+    pads_begin = ops.parameter([4], ov.Type.i64, name="pads_begin")
+    pads_end = ops.parameter([4], ov.Type.i64, name="pads_end")
+    rgb_scale = np.array([1.0 / s for s in BGR_STD[::-1]], np.float32)
+    rgb_shift = np.array([-m / s for m, s in zip(BGR_MEAN[::-1], BGR_STD[::-1])], np.float32)
+    x = ops.add(ops.multiply(ops.convert(pixels, ov.Type.f32), ops.constant(rgb_scale)), ops.constant(rgb_shift))
+    x = ops.transpose(x, ops.constant(np.array([0, 3, 1, 2], np.int64)))
+    x = ops.pad(x, pads_begin, pads_end, "constant", ops.constant(np.float32(0.0)))
+    image.output(0).replace(x.output(0))
+    for level, result in zip(head.get_parameters(), features.get_results()):
+        level.output(0).replace(result.input_value(0))
+    return ov.Model(head.get_results(), [pixels, pads_begin, pads_end], "nanodet_from_pixels")
