@@ -40,12 +40,17 @@ imgsz 416, chunks of 8 frames).
 
 AP50.  COCO AP at IoU 0.5 (pycocotools through ``vidtag.eval.coco_ap``), the
 mean over the classes with at least ``MIN_CLASS_BOXES`` (20) pseudo-GT boxes
-in the scope (a clip, or all clips pooled) that are present in the frames
-scored; on the degraded clip over all frames, over the degraded frames only
-and over its clean frames; on the clean clip ("fidelity": how close a method
-stays to the per-frame detector where nothing is wrong; ``frame`` scores ~100
-there by construction).  Why 20: with fewer boxes one box moves the class's AP
-by more than 5 points, and the class weighs as much as person in the mean; the
+in the frames the column scores, in the scope (a clip, or all clips pooled);
+on the degraded clip over all frames, over the degraded frames only and over
+its clean frames; on the clean clip ("fidelity": how close a method stays to
+the per-frame detector where nothing is wrong; ``frame`` scores ~100 there by
+construction).  Each column chooses its classes from its own frames: a class
+with 20 boxes in the whole clip may have a handful in its degraded frames.
+Beside each class mean, the results give the box-weighted AP50 (each class's
+AP50 weighted by its pseudo-GT boxes) and the boxes and classes the column
+scored (keys ``<column>_box_weighted``, ``_boxes``, ``_classes``).  Why 20:
+with fewer boxes one box moves the class's AP by more than 5 points, and the
+class weighs as much as person in the mean; the
 held-out clips have classes the teacher fires on once or a few times (traffic
 light 1 box, fire hydrant 1, skis 7, dog 8): four of the eleven classes in
 the mean before this rule.  "fidelity, every class" is
@@ -230,18 +235,18 @@ def main() -> None:
                                      {c.clip.name: c.mask for c in clips}, classes, options.max_det,
                                      {c.clip.name: c.frames.shape[2:0:-1] for c in clips})
     gt_classes, counts = gt.class_counts(classes)
-    scored = gt.scored(classes)  # the classes each scope's AP50 averages over
+    scored = gt.scored(classes)  # the classes of the columns that score every frame
     say(*rb.describe_pseudo_gt(counts, gt.at_max_det, options.max_det, scored))
 
-    results = rb.score_settings(runs, gt, settings, scored)
+    results = rb.score_settings(runs, gt, settings)
     say(*rb.accuracy_tables(results, clips))
     say(*rb.fidelity_per_class_table(results, gt_classes, counts))
     diagnostics = None
     if ("frame", "seqnms+") in settings:
-        diagnostics, table = rb.seqnms_diagnostics(runs, gt, scored)
+        diagnostics, table = rb.seqnms_diagnostics(runs, gt)
         say(*table)
         if args.diag_conf:
-            diagnostics["lower_conf"], table = rb.lower_conf_diagnostic(runs, gt, clips, args.diag_conf, options, args.device, scored["pooled"])
+            diagnostics["lower_conf"], table = rb.lower_conf_diagnostic(runs, gt, clips, args.diag_conf, options, args.device)
             say(*table)
     per_class, table = rb.per_class_degraded(runs, gt, settings)
     say(*table)

@@ -52,24 +52,72 @@ def videos(runs: dict) -> dict:
     return {n: rb.to_video_boxes(n, d, CLASSES, np.arange(len(d))) for n, d in runs.items()}
 
 
-def test_score_settings_keeps_the_result_keys():
+def test_each_column_chooses_its_classes_from_the_frames_it_scores():
+    clean, masks, degraded = two_clips()
+    gt = rb.PseudoGT.from_detections(clean, masks, CLASSES, sizes={"c": (320, 240), "d": (320, 240)})
+    preds = {"degraded": videos(degraded), "clean": videos(clean)}
+
+    # the whole-clip rule: car has 26 boxes in clip c, so it enters every column of c
+    assert gt.scored(CLASSES) == {"c": ["person", "car"], "d": [], "pooled": ["person", "car"]}
+    means, extras = rb.score_scope(gt, preds, CLASSES, ["c"])
+    # all frames of the degraded clip: person 50 boxes (AP 1), car 26 (20 found, all ranked first:
+    # precision 1 up to recall 20/26, so 77 of COCO's 101 recall points)
+    car = 77 / 101
+    assert extras["ap50_degraded_all_classes"] == ["person", "car"] and extras["ap50_degraded_all_boxes"] == 76
+    assert means["ap50_degraded_all"] == pytest.approx((1 + car) / 2)
+    assert extras["ap50_degraded_all_box_weighted"] == pytest.approx((50 + 26 * car) / 76)
+    # degraded frames only: car has 6 boxes there, too few; person alone (20 boxes, all found)
+    assert extras["ap50_degraded_only_classes"] == ["person"] and extras["ap50_degraded_only_boxes"] == 20
+    assert means["ap50_degraded_only"] == pytest.approx(1.0)
+    assert extras["ap50_degraded_only_box_weighted"] == pytest.approx(1.0)
+    # the whole-clip class set would have averaged the 6 missed cars in as a class of their own
+    assert rb.ap50(gt.degraded_frames, preds["degraded"], CLASSES, gt.scored(CLASSES)["c"]) == pytest.approx(0.5)
+    # clean frames of the degraded clip (20-49): person 30, car 20, all found
+    assert extras["ap50_degraded_clip_clean_frames_classes"] == ["person", "car"]
+    assert extras["ap50_degraded_clip_clean_frames_boxes"] == 50
+    assert means["ap50_degraded_clip_clean_frames"] == pytest.approx(1.0)
+    assert (means["ap50_clean_clip"], extras["ap50_clean_clip_boxes"]) == (pytest.approx(1.0), 76)
+    assert means["ap50_clean_clip_every_class"] == pytest.approx(1.0)
+
+    # clip d alone has too few cars for any column
+    means, extras = rb.score_scope(gt, preds, CLASSES, ["d"])
+    assert means["ap50_degraded_only"] is None and extras["ap50_degraded_only_box_weighted"] is None
+    assert (extras["ap50_degraded_only_boxes"], extras["ap50_degraded_only_classes"]) == (0, [])
+
+    # pooled: 6 + 15 = 21 cars on degraded frames, all missed, enter beside 20 persons
+    means, extras = rb.score_scope(gt, preds, CLASSES)
+    assert extras["ap50_degraded_only_classes"] == ["person", "car"] and extras["ap50_degraded_only_boxes"] == 41
+    assert means["ap50_degraded_only"] == pytest.approx(0.5)
+    assert extras["ap50_degraded_only_box_weighted"] == pytest.approx(20 / 41)
+
+
+def test_score_settings_keeps_the_result_keys_and_adds_the_column_extras():
     clean, masks, degraded = two_clips()
     gt = rb.PseudoGT.from_detections(clean, masks, CLASSES)
     raw = {**{(n, "clean", "frame"): d for n, d in clean.items()}, **{(n, "degraded", "frame"): d for n, d in degraded.items()}}
     runs = rb.Runs(CLASSES, raw, {k: 1.0 for k in raw}, {k: [] for k in raw})
-    [result] = rb.score_settings(runs, gt, [("frame", "none")], gt.scored(CLASSES))
+    [result] = rb.score_settings(runs, gt, [("frame", "none")])
 
     old = ["ap50_degraded_all", "ap50_degraded_only", "ap50_degraded_clip_clean_frames", "ap50_clean_clip", "ap50_clean_clip_every_class"]
+    extras = [f"{key}_{extra}" for key, _, _ in rb.COLUMNS for extra in ("box_weighted", "boxes", "classes")]
     assert (result["method"], result["link"]) == ("frame", "none")
-    assert list(result["per_clip"]["c"]) == old + ["fps", "model_s", "link_s", "frames"]
-    assert list(result["pooled"]) == old + ["fps", "frames", "ap50_clean_clip_per_class"]
+    assert list(result["per_clip"]["c"]) == old + ["fps", "model_s", "link_s", "frames"] + extras
+    assert list(result["pooled"]) == old + ["fps", "frames", "ap50_clean_clip_per_class"] + extras
     assert result["per_clip"]["c"]["frames"] == 50 and result["pooled"]["frames"] == 70
     assert result["per_clip"]["c"]["model_s"] == {"degraded": 1.0, "clean": 1.0}
     row = result["per_clip"]["c"]
     assert row["fps"] == pytest.approx(100 / (2.0 + sum(row["link_s"].values())))  # both passes: model + linking seconds
     assert result["per_clip"]["d"]["ap50_degraded_only"] is None  # 15 cars: too few
-    assert result["per_clip"]["c"]["ap50_degraded_only"] == pytest.approx(0.5)  # person found, the 6 cars missed
+    assert result["per_clip"]["c"]["ap50_degraded_only"] == pytest.approx(1.0)  # person alone: the 6 cars are too few
+    assert result["per_clip"]["c"]["ap50_degraded_only_classes"] == ["person"]
+    assert result["pooled"]["ap50_degraded_only_classes"] == ["person", "car"]
     assert set(result["pooled"]["ap50_clean_clip_per_class"]) == {"person", "car"}  # the dog is below the pseudo-GT score
+
+    lines = rb.box_weighted_table([dict(method="frame", link="none", **result["per_clip"]["c"])])
+    assert "degraded frames only: person;" in lines[0]
+    assert "degraded frames only, box-weighted (boxes 20, classes 1)" in lines[2]
+    assert lines[-1] == "| frame | none | 91.9 | 100.0 | 100.0 | 100.0 |"  # (50 + 26 * 77 / 101) / 76
+    assert rb.box_weighted_table([{"method": "frame", "link": "none", "ap50_degraded_all": 1.0}]) == []  # a run before the extras
 
 
 def test_pseudo_gt_keeps_boxes_at_the_score_line_and_counts_full_frames():

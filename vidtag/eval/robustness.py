@@ -4,15 +4,16 @@ Its clips (vtest, bikes; checked against their sha256) split by time into a
 training half and a held-out half, the seeded degradation bursts of each
 clip, the pseudo ground truth (the per-frame detector's boxes with score >=
 :data:`PSEUDO_GT_SCORE` on the clean frames) and pooled COCO AP50 over the
-classes with at least :data:`MIN_CLASS_BOXES` pseudo-GT boxes.  The benchmark
-scores the held-out halves; ``tools/calibrate_psla.py`` chooses a setting on
-the training halves the same way.  The benchmark's docstring gives the
-reasons for each choice.
+classes with at least :data:`MIN_CLASS_BOXES` pseudo-GT boxes in the frames a
+column scores.  The benchmark scores the held-out halves;
+``tools/calibrate_psla.py`` chooses a setting on the training halves the same
+way.  The benchmark's docstring gives the reasons for each choice.
 
 Beyond the protocol, the benchmark's steps: the settings it runs
 (:func:`parse_settings`, :func:`build_detectors`), every detector on every
 clip (:class:`Runs`), the pseudo ground truth (:class:`PseudoGT`), the
-accuracy columns (:func:`score_scope`, :func:`score_settings`), the diagnostics (:func:`seqnms_diagnostics`,
+accuracy columns (:func:`score_column`, :func:`score_scope`,
+:func:`score_settings`), the diagnostics (:func:`seqnms_diagnostics`,
 :func:`lower_conf_diagnostic`, :func:`per_class_degraded`,
 :func:`per_kind_ap50`) and the markdown tables (each diagnostic returns its
 figures and its table lines).  Plotting stays in the script.
@@ -456,35 +457,60 @@ def only_class(videos: dict, name: str) -> dict:
     return {n: VideoBoxes(v.name, {i: f[f.classes == name] for i, f in v.frames.items()}, v.width, v.height) for n, v in videos.items()}
 
 
+def score_column(gt: dict, pred: dict, classes, min_boxes: int = MIN_CLASS_BOXES) -> dict:
+    """One accuracy column: the GT frames in ``gt`` (VideoBoxes by name) against ``pred``.
+
+    The column's own class set is the classes with at least ``min_boxes`` boxes in the
+    frames of ``gt`` (:func:`scored_classes`).  Returns {"ap50": the class mean
+    (:func:`ap50`), "box_weighted": :func:`box_weighted` of :func:`ap50_by_class`,
+    "boxes": GT boxes of the scored classes, "classes": the scored classes in label
+    order}; the AP50s are None when no class has enough boxes.
+    """
+    keep = scored_classes(gt, classes, min_boxes)
+    per_class = ap50_by_class(gt, pred, classes, keep) if keep else {}
+    return {
+        "ap50": ap50(gt, pred, classes, keep) if keep else None,
+        "box_weighted": box_weighted(per_class),
+        "boxes": int(sum(n for _, n in per_class.values())),
+        "classes": list(per_class),
+    }
+
+
 COLUMNS = (  # result key, the PseudoGT frames it scores, the pass whose predictions it scores
     ("ap50_degraded_all", "every_frame", "degraded"),
     ("ap50_degraded_only", "degraded_frames", "degraded"),
     ("ap50_degraded_clip_clean_frames", "clean_frames", "degraded"),
     ("ap50_clean_clip", "every_frame", "clean"),
 )
+COLUMN_EXTRAS = ("box_weighted", "boxes", "classes")  # a column's extra keys: f"{key}_{extra}"
 
 
-def score_scope(gt: PseudoGT, preds: dict, classes, among, names=None) -> dict:
+def score_scope(gt: PseudoGT, preds: dict, classes, names=None) -> tuple[dict, dict]:
     """The accuracy columns of :data:`COLUMNS` over clips ``names`` (None: every clip of ``gt``,
-    pooled in one COCO evaluation), each the class mean over ``among`` (:func:`ap50`), and
-    ``ap50_clean_clip_every_class``, the mean over every class present.
+    pooled in one COCO evaluation), each over its own class set (:func:`score_column`).
 
     ``preds``: {"degraded": {clip: VideoBoxes}, "clean": {clip: VideoBoxes}}, every frame.
+    Returns (the class means by column key plus ``ap50_clean_clip_every_class``, the mean over
+    every class present; the extras by ``f"{key}_{extra}"`` for each of :data:`COLUMN_EXTRAS`).
     """
-    means = {key: ap50(pick(getattr(gt, frames), names), pick(preds[variant], names), classes, among) for key, frames, variant in COLUMNS}
+    means, extras = {}, {}
+    for key, frames, variant in COLUMNS:
+        column = score_column(pick(getattr(gt, frames), names), pick(preds[variant], names), classes)
+        means[key] = column["ap50"]
+        for extra in COLUMN_EXTRAS:
+            extras[f"{key}_{extra}"] = column[extra]
     means["ap50_clean_clip_every_class"] = ap50(pick(gt.every_frame, names), pick(preds["clean"], names), classes)
-    return means
+    return means, extras
 
 
-def score_settings(runs: Runs, gt: PseudoGT, settings, scored: dict) -> list[dict]:
+def score_settings(runs: Runs, gt: PseudoGT, settings) -> list[dict]:
     """Link and score every (method, link) of ``settings`` on every clip of ``gt``.
 
     Each result is {"method", "link", "per_clip": {clip: row}, "pooled": row}; a row holds
-    :func:`score_scope`'s columns over the scope's classes in ``scored`` (clip name or
-    "pooled" -> classes), frames/s over both passes (model seconds plus the seconds of the
-    first linking of each run, timed here) and ``frames``.  Per clip also ``model_s`` and
-    ``link_s`` by pass; pooled also ``ap50_clean_clip_per_class`` (fidelity of each class
-    with a pseudo-GT box, every class).
+    :func:`score_scope`'s columns, frames/s over both passes (model seconds plus the seconds
+    of the first linking of each run, timed here), ``frames`` and, after them, the column
+    extras.  Per clip also ``model_s`` and ``link_s`` by pass; pooled also
+    ``ap50_clean_clip_per_class`` (fidelity of each class with a pseudo-GT box, every class).
     """
     gt_classes, _ = gt.class_counts(runs.classes)
     results = []
@@ -503,19 +529,23 @@ def score_settings(runs: Runs, gt: PseudoGT, settings, scored: dict) -> list[dic
             seconds = sum(a + b for a, b in secs.values())
             total_frames += 2 * length
             total_s += seconds
+            means, extras = score_scope(gt, preds, runs.classes, [n])
             per_clip[n] = {
-                **score_scope(gt, preds, runs.classes, scored[n], [n]),
+                **means,
                 "fps": 2 * length / seconds,
                 "model_s": {v: s[0] for v, s in secs.items()},
                 "link_s": {v: s[1] for v, s in secs.items()},
                 "frames": length,
+                **extras,
             }
+        means, extras = score_scope(gt, preds, runs.classes)
         pooled = {
-            **score_scope(gt, preds, runs.classes, scored["pooled"]),
+            **means,
             "fps": total_frames / total_s,
             "frames": total_frames // 2,
             # fidelity per class: where a temporal method parts from the per-frame detector
             "ap50_clean_clip_per_class": {cl: ap50(only_class(gt.every_frame, cl), only_class(preds["clean"], cl), runs.classes) for cl in gt_classes},
+            **extras,
         }
         results.append({"method": method, "link": link, "per_clip": per_clip, "pooled": pooled})
     return results
@@ -638,10 +668,10 @@ def scopes_of(names: list[str]) -> list[str]:
     return list(names) + (["pooled"] if len(names) > 1 else [])
 
 
-def seqnms_diagnostics(runs: Runs, gt: PseudoGT, scored: dict) -> tuple[dict, list[str]]:
+def seqnms_diagnostics(runs: Runs, gt: PseudoGT) -> tuple[dict, list[str]]:
     """Seq-NMS+ against the per-frame detector on the degraded clips (:func:`seqnms_breakdown` of
-    the ``frame`` runs): per scope and variant the degraded-clip columns (over the scope's classes
-    in ``scored``) and :func:`score_profile` on the degraded frames; path statistics per clip and pass.
+    the ``frame`` runs): per scope and variant the degraded-clip columns (each over its own class
+    set) and :func:`score_profile` on the degraded frames; path statistics per clip and pass.
 
     Returns ({"variants": {"scope/variant": entry}, "paths": {"clip/pass": stats}}, table lines).
     """
@@ -668,8 +698,8 @@ def seqnms_diagnostics(runs: Runs, gt: PseudoGT, scored: dict) -> tuple[dict, li
         for k, videos in variants.items():
             sub = pick(videos, names_in)
             entry = {
-                "ap50_degraded_all": ap50(pick(gt.every_frame, names_in), sub, runs.classes, scored[scope]),
-                "ap50_degraded_only": ap50(pick(gt.degraded_frames, names_in), sub, runs.classes, scored[scope]),
+                "ap50_degraded_all": score_column(pick(gt.every_frame, names_in), sub, runs.classes)["ap50"],
+                "ap50_degraded_only": score_column(pick(gt.degraded_frames, names_in), sub, runs.classes)["ap50"],
                 **score_profile(sub, pick(gt.degraded_frames, names_in)),
             }
             diagnostics["variants"][f"{scope}/{k}"] = entry
@@ -699,12 +729,12 @@ def seqnms_diagnostics(runs: Runs, gt: PseudoGT, scored: dict) -> tuple[dict, li
     return diagnostics, lines
 
 
-def lower_conf_diagnostic(runs: Runs, gt: PseudoGT, clips: list[HeldOutClip], conf: float, options, device, among) -> tuple[dict, list[str]]:
+def lower_conf_diagnostic(runs: Runs, gt: PseudoGT, clips: list[HeldOutClip], conf: float, options, device) -> tuple[dict, list[str]]:
     """Not a setting: the per-frame detector at ``conf`` instead of ``options.conf`` on the degraded
     clips, without linking and with Seq-NMS+ (linking only rescores the boxes the detector kept).
 
     Returns ({"CONF/LINK": {boxes on the degraded frames, recall ceiling there, the two degraded-clip
-    columns (pooled, class mean over ``among``)}}, table lines).
+    columns (pooled, each over its own class set)}}, table lines).
     """
     from dataclasses import replace
 
@@ -736,8 +766,8 @@ def lower_conf_diagnostic(runs: Runs, gt: PseudoGT, clips: list[HeldOutClip], co
             entry = {
                 "boxes_degraded_frames": int(sum(len(pred[n].frames[f]) for n in gt.degraded_frames for f in gt.degraded_frames[n].frames)),
                 "recall_ceiling": prof["recall_ceiling"],
-                "ap50_degraded_all": ap50(gt.every_frame, pred, runs.classes, among),
-                "ap50_degraded_only": ap50(gt.degraded_frames, pred, runs.classes, among),
+                "ap50_degraded_all": score_column(gt.every_frame, pred, runs.classes)["ap50"],
+                "ap50_degraded_only": score_column(gt.degraded_frames, pred, runs.classes)["ap50"],
             }
             diag[f"{c_conf}/{link}"] = entry
             lines.append(f"| {c_conf} | {link} | {entry['boxes_degraded_frames']} | {pct(entry['recall_ceiling'])} | "
@@ -863,12 +893,12 @@ def describe_split(clips: list[HeldOutClip], notes: list[str], options, threads:
 
 
 def describe_pseudo_gt(counts: dict, at_max_det: int, max_det: int, scored: dict) -> list[str]:
-    """The pseudo-GT boxes per clip and class, and the class rule with the classes it keeps per scope."""
+    """The pseudo-GT boxes per clip and class, and the class rule with the classes it keeps over every frame."""
     return [
         f"Pseudo GT boxes (score >= {PSEUDO_GT_SCORE}, clean held-out frames): " + "; ".join(
             f"{n}: " + ", ".join(f"{cl} {k}" for cl, k in cs.items() if k) for n, cs in counts.items()
         ) + f". Frames at max_det ({max_det}): {at_max_det}. AP50 averages over the classes with at least "
-        f"{MIN_CLASS_BOXES} pseudo-GT boxes in the scope: "
+        f"{MIN_CLASS_BOXES} pseudo-GT boxes in the frames a column scores, per scope; over every frame: "
         + "; ".join(f"{n}: {', '.join(cs)}" for n, cs in scored.items())
         + " (the column 'fidelity, every class' and the per-class tables keep every class).",
         "",
@@ -892,8 +922,39 @@ def accuracy_table(rows: list[dict], frame_fps: float | None) -> list[str]:
     return out
 
 
+COLUMN_TITLES = {
+    "ap50_degraded_all": "degraded clip: all frames",
+    "ap50_degraded_only": "degraded frames only",
+    "ap50_degraded_clip_clean_frames": "clean frames of degraded clip",
+    "ap50_clean_clip": "clean clip (fidelity)",
+}
+
+
+def box_weighted_table(rows: list[dict]) -> list[str]:
+    """The box-weighted AP50 of each column of :data:`COLUMNS` for one scope's rows; each header
+    names the pseudo-GT boxes and classes its column scored (the same for every row: they
+    depend on the pseudo GT only).  Rows without the column extras give no lines."""
+    if not rows or any(f"{key}_box_weighted" not in r for r in rows for key, _, _ in COLUMNS):
+        return []
+    first = rows[0]
+    out = [
+        "Box-weighted AP50 (classes weighted by their pseudo-GT boxes; each column scores its own classes, those with at "
+        f"least {MIN_CLASS_BOXES} boxes in its frames): "
+        + "; ".join(f"{COLUMN_TITLES[key]}: {', '.join(first[f'{key}_classes']) or 'none'}" for key, _, _ in COLUMNS),
+        "",
+        "| method | linking | " + " | ".join(
+            f"{COLUMN_TITLES[key]}, box-weighted (boxes {first[f'{key}_boxes']}, classes {len(first[f'{key}_classes'])})"
+            for key, _, _ in COLUMNS) + " |",
+        "|---|---|" + "---:|" * len(COLUMNS),
+    ]
+    for r in rows:
+        out.append(f"| {r['method']} | {r['link']} | " + " | ".join(pct(r[f"{key}_box_weighted"]) for key, _, _ in COLUMNS) + " |")
+    return out
+
+
 def accuracy_tables(results: list[dict], clips: list[HeldOutClip]) -> list[str]:
-    """Per clip, then pooled when there are several: :func:`accuracy_table` under the scope's title."""
+    """Per clip, then pooled when there are several: :func:`accuracy_table` and
+    :func:`box_weighted_table` under the scope's title."""
 
     def frame_fps(scope):
         for r in results:
@@ -908,6 +969,9 @@ def accuracy_tables(results: list[dict], clips: list[HeldOutClip]) -> list[str]:
     for scope, title in scopes:
         rows = [dict(method=r["method"], link=r["link"], **(r["pooled"] if scope is None else r["per_clip"][scope])) for r in results]
         lines += [f"**{title}**", "", *accuracy_table(rows, frame_fps(scope)), ""]
+        weighted = box_weighted_table(rows)
+        if weighted:
+            lines += [*weighted, ""]
     return lines
 
 
