@@ -135,3 +135,22 @@ def test_prose_wraps_without_starting_a_list_quote_or_breaking_code():
     assert not any(line.lstrip()[:2] in ("+ ", "- ", "* ", "> ") or line.lstrip().startswith(">") for line in lines[1:])
     assert out.count("`a command with spaces`") == 4
     assert " ".join(out.replace("- ", "", 1).split()) == " ".join(text[2:].split())
+
+
+def test_the_robustness_table_shows_the_box_weighted_columns_of_a_run_that_has_them():
+    record = json.loads((REPO / rf.ROBUSTNESS).read_text())
+    assert "box-weighted" not in rf.render_robustness(record)  # the committed run predates them
+    frame_row = next(r["pooled"] for r in record["results"] if (r["method"], r["link"]) == ("frame", "none"))
+    for r in record["results"]:
+        if r["method"] != "psla:cut=0":  # a row without them shows n/a
+            r["pooled"].update({rf.box_weighted(k): 0.25 for k in (rf.DEGRADED, rf.WHOLE, rf.FIDELITY)})
+    text = rf.render_robustness(record)
+    assert "the box-weighted columns weigh each of those classes by its boxes" in " ".join(text.split())
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| method |"))
+    assert header == ("| method | AP50, degraded frames only | AP50, degraded frames only, box-weighted | AP50, whole degraded clip | "
+                      "AP50, whole degraded clip, box-weighted | fidelity (clean clip) | fidelity (clean clip), box-weighted | "
+                      "fidelity, every class | speed vs per-frame |")
+    assert lines[lines.index(header) + 1] == "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    assert f"| per-frame | {rf.pct(frame_row[rf.DEGRADED])} | 25.0 | {rf.pct(frame_row[rf.WHOLE])} | 25.0 | " in text
+    assert any(line.startswith("| psla / iff without the hard-cut handling |") and "| n/a / 25.0 |" in line for line in lines)

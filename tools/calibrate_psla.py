@@ -65,12 +65,10 @@ def main() -> None:
     clips = [protocol.HeldOutClip(c, k, Path(args.footage), args.seed, None, part="training") for k, c in enumerate(protocol.CLIPS)]
     frame, _ = build_detector(DetectorSettings("frame", device="cpu", runtime="torch"))  # psla runs in torch: compare like with like
     classes = frame.classes
-    gt, gt_deg = {}, {}
-    for c in clips:
-        clean, _, _ = protocol.run_model(frame, c, False)
-        h, w = c.frames.shape[1:3]
-        gt[c.clip.name] = protocol.to_video_boxes(c.clip.name, clean, classes, np.arange(len(c)), protocol.PSEUDO_GT_SCORE, w, h)
-        gt_deg[c.clip.name] = protocol.to_video_boxes(c.clip.name, clean, classes, np.flatnonzero(c.mask), protocol.PSEUDO_GT_SCORE, w, h)
+    pseudo_gt = protocol.PseudoGT.from_detections({c.clip.name: protocol.run_model(frame, c, False)[0] for c in clips},
+                                                  {c.clip.name: c.mask for c in clips}, classes,
+                                                  sizes={c.clip.name: c.frames.shape[2:0:-1] for c in clips})
+    gt, gt_deg = pseudo_gt.every_frame, pseudo_gt.degraded_frames
     scored = protocol.scored_classes(gt, classes)
     print("training frames: " + ", ".join(f"{c.clip.name} 0-{len(c) - 1} (seed {c.seed})" for c in clips) + f"; classes scored: {', '.join(scored)}")
 

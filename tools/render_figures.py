@@ -448,6 +448,14 @@ class Robustness:
     def get(self, method: str, key: str) -> float:
         return self.rows[method][key]
 
+    def has(self, key: str) -> bool:
+        """Whether any row records ``key`` (runs before a key was added lack it)."""
+        return any(key in row for row in self.rows.values())
+
+    def cell(self, method: str, key: str) -> str:
+        """:meth:`pct` of ``key``, or "n/a" where the row does not record it."""
+        return self.pct(method, key) if key in self.rows[method] else "n/a"
+
     def pct(self, method: str, key: str = "ap50_degraded_only") -> str:
         """:meth:`get` as the documents write it: "63.0"."""
         return pct(self.get(method, key))
@@ -469,6 +477,12 @@ class Robustness:
 
 
 DEGRADED, WHOLE, FIDELITY, EVERY_CLASS = "ap50_degraded_only", "ap50_degraded_all", "ap50_clean_clip", "ap50_clean_clip_every_class"
+
+
+def box_weighted(key: str) -> str:
+    """The key of a column's box-weighted AP50 beside its class mean ``key`` (robustness.py records it
+    since its columns choose their classes from their own frames)."""
+    return f"{key}_box_weighted"
 
 
 def _pseudo_gt(record: dict) -> tuple[dict[str, int], list[str]]:
@@ -500,12 +514,22 @@ def render_robustness(record: dict) -> str:
         ("iff, the paper's training recipe", ("iff:modules=paper",)),
         ("psla / iff without the hard-cut handling", ("psla:cut=0", "iff:cut=0")),
     )
-    cells = [[label] + [" / ".join(pct(rb.get(m, key)) for m in methods) for key in (DEGRADED, WHOLE, FIDELITY, EVERY_CLASS)]
+    columns = []  # (key, title): each class mean, with its box-weighted figure beside it where the run has one
+    for key, title in ((DEGRADED, "AP50, degraded frames only"), (WHOLE, "AP50, whole degraded clip"), (FIDELITY, "fidelity (clean clip)")):
+        columns.append((key, title))
+        if rb.has(box_weighted(key)):
+            columns.append((box_weighted(key), f"{title}, box-weighted"))
+    columns.append((EVERY_CLASS, "fidelity, every class"))
+    cells = [[label] + [" / ".join(rb.cell(m, key) for m in methods) for key, _ in columns]
              + [" / ".join(times(rb.speed(m)) for m in methods)] for label, methods in rows]
-    header = ["method", "AP50, degraded frames only", "AP50, whole degraded clip", "fidelity (clean clip)",
-              "fidelity, every class", "speed vs per-frame"]
+    header = ["method", *(title for _, title in columns), "speed vs per-frame"]
+    weighted = any(key.endswith("_box_weighted") for key, _ in columns)
+    rule = ("in the frames a column scores (over every frame: "
+            f"{', '.join(record['pseudo_gt']['scored_classes']['pooled'])}; the degraded frames alone may keep fewer);\n"
+            "the box-weighted columns weigh each of those classes by its boxes; the last\n") if weighted else (
+            f"({', '.join(record['pseudo_gt']['scored_classes']['pooled'])}); the last\n")
     return (prose(f"AP50 is the mean over the classes with at least {least} of those boxes\n"
-            f"({', '.join(record['pseudo_gt']['scored_classes']['pooled'])}); the last\n"
+            + rule +
             f"column keeps every class, including {count_word(len(small))} with {sizes[0]} to {sizes[-1]} boxes ({', '.join(small)})\n"
             "where one box moves the mean by several points.\n"
             f"Today, pooled over both clips, all from one run ({provenance(ROBUSTNESS, record)}; every table of\n"
@@ -514,7 +538,7 @@ def render_robustness(record: dict) -> str:
             "the halves of the same clips they were trained on, and the iff rows run the\n"
             "modules as trained (self prior 0, before this release); Cross-scene above has\n"
             "the figures that count:") + "\n\n"
-            + table(header, list("lrrrrr"), cells))
+            + table(header, ["l"] + ["r"] * (len(header) - 1), cells))
 
 
 def render_robustness_findings(record: dict) -> str:
