@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,8 @@ def main() -> None:
     parser.add_argument("--size", default="160x120", help="WIDTHxHEIGHT of the generated clips")
     parser.add_argument("--imgsz", type=int, default=128, help="network input size: small keeps the run short")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="local parallel workers [default: cores]")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each mode, interleaved; the table gives medians")
+    parser.add_argument("--no-ray", action="store_true", help="leave out the Ray mode")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
 
@@ -95,19 +98,23 @@ def main() -> None:
             "sequential": ([], {}),
             "sequential, 1 torch thread": ([], {"OMP_NUM_THREADS": "1"}),
             f"local parallel (--workers {args.workers})": (["--workers", str(args.workers)], {}),
-            "Ray (--ray local)": (["--ray", "local"], {}),
+            **({} if args.no_ray else {"Ray (--ray local)": (["--ray", "local"], {})}),
         }
-        walls, outs = {}, {}
-        for mode, (extra, env) in modes.items():
-            outs[mode] = Path(tmp) / f"out-{len(outs)}"
-            walls[mode] = run_timed([*base, "-o", str(outs[mode]), *extra], env)
-            print(f"{mode}: {walls[mode]:.1f} s", file=sys.stderr)
-        start_s = ray_start_seconds()
+        runs: dict[str, list[float]] = {mode: [] for mode in modes}
+        outs = {mode: Path(tmp) / f"out-{i}" for i, mode in enumerate(modes)}
+        for _ in range(args.repeats):
+            for mode, (extra, env) in modes.items():
+                runs[mode].append(run_timed([*base, "-o", str(outs[mode]), "--overwrite", *extra], env))
+                print(f"{mode}: {runs[mode][-1]:.1f} s", file=sys.stderr)
+        walls = {mode: statistics.median(r) for mode, r in runs.items()}
+        start_s = None if args.no_ray else ray_start_seconds()
 
-        seq, _, par, ray = walls
+        seq, _, par, *rest = walls
+        ray = rest[0] if rest else None
         identical = all(same_bytes(outs[seq], outs[m]) for m in walls)
         print(f"command: python benchmarks/bench_batch.py --videos {n} --frames {args.frames} --size {args.size} "
-              f"--imgsz {args.imgsz} --workers {args.workers}")
+              f"--imgsz {args.imgsz} --workers {args.workers} --repeats {args.repeats}{' --no-ray' if args.no_ray else ''}")
+        print(f"wall seconds: median of {args.repeats} interleaved run(s) per mode")
         print(f"{n} generated clips of {args.frames} frames {width}x{height}; NanoDet-g --method frame --imgsz "
               f"{args.imgsz}, all five formats; {os.cpu_count()} cores; outputs of all runs byte-identical: "
               f"{'yes' if identical else 'NO'}")
@@ -120,6 +127,8 @@ def main() -> None:
                 overhead = ", ".join(f"{(wall - other) / n:+.2f} s vs {name}" for name, other in walls.items()
                                      if name != ray)
             print(f"| {mode} | {n} | {wall:.1f} | {n / wall * 3600:.0f} | {walls[seq] / wall:.2f}x | {overhead} |")
+        if ray is None:
+            return
         print()
         print("| Ray's share | seconds |")
         print("|---|---:|")

@@ -591,11 +591,18 @@ class IFFVideoDetector(VideoDetectorBase):
         self.own_weight: dict[int, float] = {}  # last video: the current frame's mean aggregation weight (1: kept its own)
         self.gate_score = MASS_MIN_SCORE  # class scores below this do not count towards the confidence mass
 
-    @torch.inference_mode()
     def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
         """Yield one Detections per frame of ``chunks`` (one video), in order."""
-        from vidtag.models.preprocess import letterbox
         from vidtag.models.runtime import release_memory
+
+        try:
+            yield from self._run(chunks)
+        finally:
+            release_memory(self.model.engine)  # the video is done (or failed): an exported network's buffers can go
+
+    @torch.inference_mode()
+    def _run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
+        from vidtag.models.preprocess import letterbox
 
         radius = self.model.config.radius
         self.ring = ring = FeatureRing(2 * radius + 1)
@@ -638,7 +645,6 @@ class IFFVideoDetector(VideoDetectorBase):
         while emitted < total:  # the last frames: the window runs past the end
             yield self._detect(emitted, total, box)
             emitted += 1
-        release_memory(self.model.engine)  # the video is done: an exported network's buffers can go
 
     def _detect(self, t: int, num_frames: int | None, box) -> Detections:
         radius = self.model.config.radius
