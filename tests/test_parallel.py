@@ -189,3 +189,18 @@ def test_cli_on_a_local_ray_cluster_matches_a_local_run(tmp_path, videos):
     assert_same_run(tmp_path / "local", tmp_path / "ray")
     for record in manifest_records(tmp_path / "ray").values():
         check_record(tmp_path / "ray", record)
+
+
+def test_workers_start_before_the_settings_are_checked_and_stop_when_they_fail(tmp_path, videos):
+    """--workers starts its processes early; settings the driver refuses stop them again: one error, no process left."""
+    import multiprocessing
+
+    from vidtag.api import Settings
+    from vidtag.errors import WeightsError
+
+    with pytest.raises(WeightsError):
+        annotate([videos], tmp_path / "out", ("coco",), Settings(weights=str(tmp_path / "missing.pt")), workers=2)
+    for child in multiprocessing.active_children():
+        child.join(timeout=30)
+    assert multiprocessing.active_children() == []
+    assert not (tmp_path / "out" / MANIFEST_NAME).exists()

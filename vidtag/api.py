@@ -388,7 +388,19 @@ def annotate(
     given = [s for s in sources if isinstance(s, VideoTask)]
     tasks = given if len(given) == len(sources) else find_videos(sources, recursive=recursive, output=output)
     parallel = ray is not None or workers > 1
-    runner = runner or (driver_runner(settings) if parallel else Runner(settings))
+    local_workers = None
+    if ray is None and workers > 1:
+        from vidtag.parallel import ProcessExecutor
+
+        local_workers = ProcessExecutor(None, workers)
+        if tasks:  # started first: the workers import torch and vidtag while the driver checks the settings
+            local_workers.start(len(tasks))
+    try:
+        runner = runner or (driver_runner(settings) if parallel else Runner(settings))
+    except BaseException:
+        if local_workers is not None:
+            local_workers.close(wait=False)
+        raise
     job = VideoJob(settings, formats, Path(output), runner.run_info(), make_runner)
 
     if ray is not None:
@@ -396,11 +408,12 @@ def annotate(
 
         with RayExecutor(job, address=ray) as executor:
             return run_batch_parallel(tasks, output, executor, job.options, overwrite=overwrite, on_event=on_event)
-    if workers > 1:
-        from vidtag.parallel import ProcessExecutor
-
-        return run_batch_parallel(tasks, output, ProcessExecutor(job, workers), job.options,
-                                  overwrite=overwrite, on_event=on_event)
+    if local_workers is not None:
+        local_workers.job = job
+        try:
+            return run_batch_parallel(tasks, output, local_workers, job.options, overwrite=overwrite, on_event=on_event)
+        finally:
+            local_workers.close()
 
     def detect(task: VideoTask) -> VideoDetections:
         return job.detect(runner, task, on_progress)

@@ -24,7 +24,8 @@ class ProcessExecutor:
     """An :class:`vidtag.batch.Executor` over ``workers`` local processes.
 
     Args:
-        job: the :class:`vidtag.api.VideoJob` every video runs.
+        job: the :class:`vidtag.api.VideoJob` every video runs (may be set
+            after :meth:`start`, before :meth:`run`).
         workers: worker processes (at least 2 to be worth it).
         threads: torch threads per worker; default: the cores divided
             evenly, at least 1.
@@ -36,20 +37,40 @@ class ProcessExecutor:
         self.job = job
         self.workers = workers
         self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        self._pool = None
+
+    def start(self, videos: int | None = None) -> "ProcessExecutor":
+        """Start the worker processes now (at most ``videos`` of them), so that they
+        import torch and vidtag while the caller goes on (e.g. checks the settings
+        by building the driver's runner); :meth:`run` then uses them."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        if self._pool is None:
+            size = self.workers if videos is None else max(1, min(self.workers, videos))
+            self._pool = ProcessPoolExecutor(size, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_start_worker, initargs=(self.threads,))
+            for _ in range(size):
+                self._pool.submit(int)  # a submit that finds no idle worker starts one
+        return self
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the worker processes (pending videos are cancelled)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool = None
 
     def run(self, items: Sequence[tuple[VideoTask, RunRecord]]) -> Iterator[tuple[VideoTask, RunRecord]]:
         """Yield ``(task, record)`` as the workers finish; see the Executor protocol."""
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
         from concurrent.futures.process import BrokenProcessPool
 
         if not items:
+            self.close()
             return
-        context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(min(self.workers, len(items)), mp_context=context,
-                                   initializer=_start_worker, initargs=(self.threads,))
+        pool = self.start(len(items))._pool
         log.info("%d videos on %d worker processes, %d torch thread(s) each", len(items),
-                 min(self.workers, len(items)), self.threads)
+                 pool._max_workers, self.threads)
         try:
             futures = {pool.submit(self.job.process, task, record): (task, record) for task, record in items}
             for future in as_completed(futures):
@@ -62,11 +83,12 @@ class ProcessExecutor:
                     record.update(status="failed", error=error_line(err, task.path))
                 yield task, record
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            self.close()
 
 
 def _start_worker(threads: int) -> None:
-    """Worker process set-up: its share of the cores for torch."""
+    """Worker process set-up: its share of the cores for torch, and the imports every video needs."""
     import torch
 
     torch.set_num_threads(threads)
+    import vidtag.api  # noqa: F401  (the pipeline, models and formats, before the first video)
