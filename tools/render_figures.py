@@ -145,7 +145,9 @@ def table(header: list[str], align: list[str], rows: list[list[str]], indent: st
 # --- runtime.json (benchmarks/bench_runtime.py) ------------------------------------------------------
 
 RUNTIME_NAMES = {"torch (eager, channels-last)": "torch", "onnxruntime": "ONNX Runtime", "openvino f32": "OpenVINO f32",
-                 "openvino bf16 (the default here)": "OpenVINO bf16"}
+                 "openvino bf16 (the default here)": "OpenVINO bf16",
+                 "openvino bf16, uint8 pixels in (--method frame)": "OpenVINO bf16 from uint8 pixels (what `--method frame` runs)",
+                 "openvino f32, uint8 pixels in (--method frame)": "OpenVINO f32 from uint8 pixels (what `--method frame` runs)"}
 
 
 def _runtime_default(record: dict) -> dict:
