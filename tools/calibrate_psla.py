@@ -63,7 +63,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     clips = [protocol.HeldOutClip(c, k, Path(args.footage), args.seed, None, part="training") for k, c in enumerate(protocol.CLIPS)]
-    frame, _ = build_detector(DetectorSettings("frame", device="cpu", runtime="torch"))  # psla runs in torch: compare like with like
+    frame, _ = build_detector(DetectorSettings("frame", device="cpu", runtime="torch"))  # both in torch: compare like with like
     classes = frame.classes
     pseudo_gt = protocol.PseudoGT.from_detections({c.clip.name: protocol.run_model(frame, c, False)[0] for c in clips},
                                                   {c.clip.name: c.mask for c in clips}, classes,
@@ -76,7 +76,7 @@ def main() -> None:
     print("| quality_bias | AP50 degraded frames | fidelity | sum |")
     print("|---:|---:|---:|---:|")
     for bias in biases:
-        detector, _ = build_detector(DetectorSettings("psla", device="cpu", psla_options={"quality_bias": bias}, psla_weights=args.manifest))
+        detector, _ = build_detector(DetectorSettings("psla", device="cpu", psla_options={"quality_bias": bias}, psla_weights=args.manifest, runtime="torch"))
         pred, pred_clean = {}, {}
         for c in clips:
             pred[c.clip.name] = protocol.to_video_boxes(c.clip.name, protocol.run_model(detector, c, True)[0], classes, np.arange(len(c)))

@@ -57,7 +57,7 @@ class Settings:
     end: str | None = None  # time or frame to stop before; None: the end of the video
     vid_stride: int = 1  # frame: the network runs on every vid_stride-th frame, boxes carried between (vidtag.stride)
     cut_threshold: float = 0.4  # vidtag.shots.CUT_THRESHOLD (not imported: it needs torch): hard cuts split tracks, PSLA segments, IFF windows; 0 = off
-    runtime: str = "auto"  # what runs the network: auto (OpenVINO for frame and iff on the CPU), torch, openvino, openvino-f32, onnxruntime (vidtag.models.runtime)
+    runtime: str = "auto"  # what runs the network: auto (OpenVINO on the CPU; torch for PSLA modules split where the export is not), torch, openvino, openvino-f32, onnxruntime (vidtag.models.runtime)
 
     def draw_style(self):
         """The annotated video's :class:`vidtag.formats.video.DrawStyle`."""

@@ -106,7 +106,7 @@ def _split_commas(ctx, param, value):
 @click.option("--clean-gate", type=click.FloatRange(0, 1), default=None, help="iff: a frame whose detector confidence is at least this fraction of its window's median keeps its own boxes (exactly --method frame's); 0 aggregates every frame.  [default: the modules' manifest]")
 @click.option("--iff-module", type=click.Choice(("advanced", "basic")), default=None, help="iff: which shipped IFF module [default: advanced; with --iff-weights: the file's].")
 @click.option("--iff-weights", type=click.Path(exists=True, dir_okay=False), default=None, help="iff: modules manifest from `vidtag train iff` [default: shipped].")
-@click.option("--runtime", type=click.Choice(["auto", "torch", "openvino", "openvino-f32", "onnxruntime"]), default="auto", show_default=True, help="What runs the network: auto = OpenVINO (bf16 where the CPU has it) for --method frame and iff on the CPU, torch otherwise.")
+@click.option("--runtime", type=click.Choice(["auto", "torch", "openvino", "openvino-f32", "onnxruntime"]), default="auto", show_default=True, help="What runs the network: auto = OpenVINO (bf16 where the CPU has it) on the CPU where the export has the method's graphs (psla: for its modules' split), torch otherwise.")
 @click.option("--vid-stride", type=click.IntRange(min=1), default=1, show_default=True, help="frame: run the network on every K-th frame and carry its boxes over the frames between (linked tracks are interpolated).")
 @click.option("--link", type=click.Choice(LINK_CHOICES), default="seqnms+", show_default=True, help="Link boxes over time into tracks.")
 @click.option("--cut-threshold", type=click.FloatRange(0, 1), default=0.4, show_default=True, help="Hard cuts: a frame whose thumbnail correlates below this with the one before starts a new shot; no track crosses it, psla restarts, iff windows stop. 0: off.")
@@ -622,7 +622,12 @@ def _manifest_table(m, table_class):
     if m.kind == "detector":
         export = (m.exports or {}).get("onnxruntime")
         files = ", ".join(export[part]["file"] for part in ("features", "head")) if export else ""
-        rows["runtimes"] = "torch" + (f"; openvino and onnxruntime ({files}): --runtime auto runs OpenVINO for --method frame and iff on the CPU" if files else "")
+        psla = (export or {}).get("psla")
+        if psla:
+            files += f"; psla, split_stage {psla['split_stage']}, {psla['feature']} features: " + ", ".join(
+                psla[part]["file"] for part in ("low", "high", "predict") if part in psla)
+        methods = "--method frame, iff and psla" if psla else "--method frame and iff"
+        rows["runtimes"] = "torch" + (f"; openvino and onnxruntime ({files}): --runtime auto runs OpenVINO for {methods} on the CPU" if files else "")
     if m.kind != "detector":
         rows["use"] = f"--method {m.kind} --{m.kind}-weights {m.manifest_path.name}"
     data = (m.training or {}).get("data") or []

@@ -218,7 +218,7 @@ def box_weighted(per_class: dict[str, tuple[float | None, int]]) -> float | None
 
 # --------------------------------------------------------------------------- settings
 
-RUNTIME = "torch"  # every method on one engine, the reference (psla has no other); vidtag detect's default is in bench_runtime.py
+RUNTIME = "torch"  # every method on one engine, the reference (the committed figures were measured there); vidtag detect's default is in bench_runtime.py
 CANDIDATE_METHODS = ("frame", "psla", "iff")  # the order of the table; vidtag.types.METHODS decides what runs
 DEFAULT_LINKS = ("none", "seqnms+")
 

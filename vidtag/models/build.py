@@ -257,7 +257,13 @@ def build_detector(settings: DetectorSettings = DetectorSettings()):
     psla_options, iff_options = settings.psla_options, settings.iff_options
     dev = settings.device if isinstance(settings.device, torch.device) else select_device(settings.device)
     manifest = resolve_detector_weights(settings.weights or "nanodet-g-coco")
-    engine = resolve_runtime(settings.runtime, method, dev, manifest)  # an exported runtime: frame and iff only
+    psla_modules = psla_split = None
+    if method == "psla":  # the modules' split decides whether the export can run their network parts
+        from vidtag.models.psla import PSLAConfig
+
+        psla_modules = load_module_manifest(settings.psla_weights, PSLA_WEIGHTS, manifest, "PSLA")
+        psla_split = PSLAConfig.from_saved(psla_modules[0]["psla_config"])
+    engine = resolve_runtime(settings.runtime, method, dev, manifest, psla_split)  # psla: where the export has its split
     exported = None if engine == "torch" else load_engine(engine, manifest)
     model = exported if method == "frame" and exported is not None else load_nanodet(manifest).to(dev).eval()
     if cut_threshold is not None:
@@ -266,7 +272,8 @@ def build_detector(settings: DetectorSettings = DetectorSettings()):
         elif method == "iff":
             iff_options = {**(iff_options or {}), "cut_threshold": cut_threshold}
     if method == "psla":
-        detector = _build_psla(model, manifest, options, dev, psla_options or {}, settings.psla_weights)
+        detector = _build_psla(model, manifest, options, dev, psla_options or {}, psla_modules)
+        detector.model.set_engine(exported)
     elif method == "iff":
         detector = _build_iff(model, manifest, options, dev, iff_options or {}, settings.iff_weights)
         detector.model.engine = exported
@@ -282,13 +289,14 @@ INFERENCE_PSLA_OPTIONS = ("key_interval", "max_displacement", "displacement_scal
                           "promote_below", "promote_mass_below", "two_sided")
 
 
-def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict, psla_weights=None):
-    """Wrap NanoDet-g with the shipped PSLA modules (sha256 checked, base weights matched)."""
+def _build_psla(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict, psla_modules=None):
+    """Wrap NanoDet-g with PSLA modules: ``psla_modules`` = (manifest dict, file) from
+    :func:`load_module_manifest` (None: the shipped ones, sha256 checked, base weights matched)."""
     from dataclasses import asdict
 
     from vidtag.models.psla import PSLAConfig, PSLAVideoDetector, build_psla
 
-    psla_manifest, file = load_module_manifest(psla_weights, PSLA_WEIGHTS, base_manifest, "PSLA")
+    psla_manifest, file = psla_modules or load_module_manifest(None, PSLA_WEIGHTS, base_manifest, "PSLA")
     unknown = sorted(set(overrides) - set(INFERENCE_PSLA_OPTIONS))
     if unknown:
         raise ValueError(f"PSLA options {unknown} cannot change at inference (allowed: {', '.join(INFERENCE_PSLA_OPTIONS)})")

@@ -347,6 +347,25 @@ class PSLADetector(nn.Module):
         self.transform_net = transform_net
         self.quality_nets = quality_nets
         self.config = config
+        self.engine = None  # inference only: a vidtag.models.runtime.ExportedNanoDet that runs N_l, N_f and N_t (set_engine)
+
+    def set_engine(self, engine) -> None:
+        """Run ``N_l``, ``N_f`` and ``N_t`` in an exported runtime (a
+        :class:`vidtag.models.runtime.ExportedNanoDet` whose psla graphs were made for
+        this config's ``split_stage`` and ``feature``), the new modules staying in
+        torch between them; None: torch.  The engine runs only where no gradient is
+        recorded (inference); training runs the torch NanoDet as before.
+
+        Raises:
+            ValueError: the engine's psla graphs are for another split (or missing).
+        """
+        if engine is not None and engine.psla_split != (self.config.split_stage, self.config.feature):
+            raise ValueError(f"the exported psla graphs are for {engine.psla_split} (split_stage, feature), "
+                             f"these modules need ({self.config.split_stage}, {self.config.feature!r})")
+        self.engine = engine
+
+    def _exported(self) -> bool:
+        return self.engine is not None and not torch.is_grad_enabled()
 
     def set_inference_config(self, config: PSLAConfig) -> None:
         """Run the trained modules under ``config``: another key interval, max
@@ -384,6 +403,8 @@ class PSLADetector(nn.Module):
 
         ``low``: ``low_features(x)`` if already computed (then x is not read).
         """
+        if self._exported():
+            return self.engine.psla_high(self.engine.psla_low(x) if low is None else low)
         backbone = self.detector.backbone
         if low is None:
             stages = backbone(self._prepare(x))
@@ -396,10 +417,14 @@ class PSLADetector(nn.Module):
 
     def low_features(self, x: Tensor) -> Tensor:
         """N_l: x (Tensor[B, 3, H, W]) -> ``Fl`` Tensor[B, Cl, H/sl, W/sl] (stage ``split_stage``'s output)."""
+        if self._exported():
+            return self.engine.psla_low(x)
         return self.detector.backbone.forward_stages(self._prepare(x), 0, self.config.split_stage + 1)[-1]
 
     def predict(self, features: list[Tensor]) -> NanoDetOutput:
         """N_t: features per level (as from :meth:`high_features`) -> NanoDetOutput."""
+        if self._exported():
+            return self.engine.psla_predict(features)
         if self.config.feature == "neck":
             return self.detector.head(features)
         return self.detector.head.predict(features)
@@ -850,6 +875,14 @@ class PSLAVideoDetector(VideoDetectorBase):
 
     def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
         """Yield one Detections per frame of ``chunks`` (one video), in order."""
+        from vidtag.models.runtime import release_memory
+
+        try:
+            yield from self._run(chunks)
+        finally:
+            release_memory(self.model.engine)  # the video is done (or failed): an exported network's buffers can go
+
+    def _run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
         self.reset()
         interval = self.model.config.key_interval
         for chunk in chunks:

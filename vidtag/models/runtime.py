@@ -2,12 +2,16 @@
 
 The weights' manifest ships NanoDet-g exported to ONNX (``exports.onnxruntime``,
 made by ``tools/export_onnx.py``): backbone + neck, and head, as two graphs,
-which OpenVINO and ONNX Runtime both run on the CPU.  ``--runtime``:
+which OpenVINO and ONNX Runtime both run on the CPU; and psla's split of the
+same network (``exports.onnxruntime.psla``: ``low``, the backbone up to the
+PSLA modules' ``split_stage``; ``high``, the rest of ``N_f`` from there; and
+``predict``, ``N_t``), for the split and feature kind of the shipped PSLA
+modules.  ``--runtime``:
 
 * ``auto`` (the default): OpenVINO when the network runs on the CPU, the
-  method is ``frame`` or ``iff``, the export is there and the ``openvino``
-  package imports; torch otherwise (CUDA, training, psla, whose network is
-  split at the stem, where the export does not split it).
+  export is there (for psla: graphs for its modules' split, see
+  :func:`psla_export_gap`) and the ``openvino`` package imports; torch
+  otherwise (CUDA, training, PSLA modules split where no graph is).
 * ``openvino``: OpenVINO at bf16 where the CPU has bf16 units (AVX-512 BF16,
   AMX), f32 elsewhere; ``openvino-f32``: f32 always.  ``onnxruntime``: ONNX
   Runtime, f32.  ``torch``: eager torch.  ``benchmarks/bench_runtime.py``
@@ -15,8 +19,10 @@ which OpenVINO and ONNX Runtime both run on the CPU.  ``--runtime``:
   clip (the check that lets bf16 be the default).
 
 iff's own modules (embedding, flow, aggregation) stay in torch between the
-two graphs.  Asking for an exported runtime where it cannot run is an error
-that says why.  :class:`ExportedNanoDet` engines are called like
+two graphs, and psla's (Transform Net, PSLA propagation or appearance
+matching, RFU, DenseFT) between its three; each graph is compiled on first
+use.  Asking for an exported runtime where it cannot run is an error that
+says why.  :class:`ExportedNanoDet` engines are called like
 :class:`vidtag.models.nanodet.NanoDet`: normalised frames (Tensor[B, 3, H,
 W], H and W multiples of 32) in, :class:`vidtag.models.nanodet.NanoDetOutput`
 out.
@@ -28,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pathlib import Path
+
 from vidtag.errors import WeightsError
 from vidtag.models.nanodet import NanoDetConfig, NanoDetOutput
 from vidtag.ops.letterbox import Letterbox
@@ -37,9 +45,16 @@ RUNTIMES = ("auto", "torch", "openvino", "openvino-f32", "onnxruntime")
 _PACKAGES = {"openvino": "openvino", "openvino-f32": "openvino", "onnxruntime": "onnxruntime"}
 
 
-def resolve_runtime(requested: str, method: str, device: torch.device, manifest: WeightsManifest) -> str:
+def resolve_runtime(requested: str, method: str, device: torch.device, manifest: WeightsManifest,
+                    psla_config=None) -> str:
     """``requested`` (one of :data:`RUNTIMES`) -> the runtime that runs: ``"torch"``,
     ``"openvino"``, ``"openvino-f32"`` or ``"onnxruntime"``.
+
+    An exported runtime runs ``frame`` and ``iff`` wherever the manifest has an
+    ONNX export, and ``psla`` where the export also has psla's graphs for the
+    split of its modules (``psla_config``: their :class:`vidtag.models.psla.PSLAConfig`,
+    or anything with its ``split_stage`` and ``feature``; None: the config's
+    defaults), on the CPU.  ``"auto"`` takes OpenVINO there, torch elsewhere.
 
     Raises:
         ValueError: an unknown runtime, or an exported runtime asked for where it cannot run.
@@ -52,11 +67,13 @@ def resolve_runtime(requested: str, method: str, device: torch.device, manifest:
     reason = None
     if device.type != "cpu":
         reason = f"the network runs on {device.type} (the exported runtimes run on the CPU)"
-    elif method not in ("frame", "iff"):
+    elif method not in ("frame", "iff", "psla"):
         reason = f"--method {method} splits the network where the export does not"
     elif "onnxruntime" not in manifest.exports:
         reason = f"{manifest.name} ships no ONNX export (make one with tools/export_onnx.py)"
-    else:
+    elif method == "psla":
+        reason = psla_export_gap(manifest, psla_config)
+    if reason is None:
         try:
             __import__(_PACKAGES[engine])
         except ImportError:
@@ -66,6 +83,29 @@ def resolve_runtime(requested: str, method: str, device: torch.device, manifest:
     if requested != "auto":
         raise ValueError(f"--runtime {requested}: {reason}")
     return "torch"
+
+
+def psla_export_gap(manifest: WeightsManifest, psla_config=None) -> str | None:
+    """Why ``manifest``'s ONNX export cannot run psla's network parts for modules
+    split as ``psla_config`` says (``split_stage``, ``feature``; None: PSLAConfig's
+    defaults), or None when it can: its ``psla`` graphs were made for that split,
+    from these weights."""
+    if psla_config is None:
+        from vidtag.models.psla import PSLAConfig
+
+        psla_config = PSLAConfig()
+    split, feature = psla_config.split_stage, psla_config.feature
+    export = manifest.exports.get("onnxruntime", {}).get("psla")
+    make = f"tools/export_onnx.py --weights {manifest.name} --psla MODULES_MANIFEST --only psla makes them"
+    if export is None:
+        return f"{manifest.name}'s ONNX export has no graphs for --method psla ({make})"
+    if (export.get("split_stage"), export.get("feature")) != (split, feature):
+        return (f"the PSLA modules split the network at backbone stage {split} with {feature!r} features; "
+                f"{manifest.name}'s ONNX export has psla graphs for stage {export.get('split_stage')} with "
+                f"{export.get('feature')!r} features ({make})")
+    if export.get("from_sha256") != manifest.sha256:
+        return f"{manifest.name}'s psla graphs were exported from other weights than {manifest.file} ({make})"
+    return None
 
 
 def release_memory(model) -> None:
@@ -81,15 +121,24 @@ def load_engine(runtime: str, manifest: WeightsManifest, threads: int | None = N
     return OpenVinoNanoDet(manifest, threads, precision="f32" if runtime == "openvino-f32" else "auto")
 
 
-class ExportedNanoDet:
-    """NanoDet-g's two exported graphs (backbone + neck, head) behind one interface:
-    :meth:`neck` and :meth:`head` are the parts, calling it runs both.
+PSLA_PARTS = ("low", "high", "predict")
+"""psla's graphs (``exports.onnxruntime.psla``): N_l, N_f from N_l's output, N_t (``feature="head"`` only)."""
 
-    Subclasses set ``config`` and implement :meth:`_run_features` and :meth:`_run_head`.
+
+class ExportedNanoDet:
+    """NanoDet-g's exported graphs behind one interface: :meth:`neck` and
+    :meth:`head` are the two parts the methods share, calling it runs both;
+    :meth:`psla_low`, :meth:`psla_high` and :meth:`psla_predict` are psla's
+    split (:class:`vidtag.models.psla.PSLADetector` calls them), whose graphs
+    are checked and loaded on first use.
+
+    Subclasses set ``config``, ``manifest`` and ``paths`` (:meth:`graph_paths`)
+    and implement :meth:`_run`.
 
     Raises:
         WeightsError: a graph is missing, does not match its sha256, or was
-            exported from other weights than the manifest's.
+            exported from other weights than the manifest's (the psla graphs:
+            when first used).
     """
 
     channels_last = False
@@ -102,15 +151,28 @@ class ExportedNanoDet:
         if export.get("from_sha256") != manifest.sha256:
             raise WeightsError(f"{manifest.manifest_path}: its ONNX export was made from other weights than "
                                f"{manifest.file}; run tools/export_onnx.py again")
-        paths = {}
-        for part in ("features", "head"):
-            path = manifest.weights_path.parent / export[part]["file"]
-            if not path.is_file():
-                raise WeightsError(f"{path}: ONNX export not found")
-            if file_sha256(path) != export[part]["sha256"]:
-                raise WeightsError(f"{path}: sha256 does not match its manifest (corrupt or replaced)")
-            paths[part] = path
-        return paths
+        return {part: _checked_graph(manifest, export[part]) for part in ("features", "head")}
+
+    @property
+    def psla_split(self) -> tuple[int, str] | None:
+        """(split_stage, feature) the psla graphs were made for; None without them."""
+        export = self.manifest.exports["onnxruntime"].get("psla")
+        return None if export is None else (export["split_stage"], export["feature"])
+
+    def path(self, part: str) -> Path:
+        """The checked path of graph ``part``: ``"features"``, ``"head"`` or one of :data:`PSLA_PARTS`."""
+        if part not in self.paths:
+            if part not in PSLA_PARTS:
+                raise ValueError(f"no exported graph {part!r}")
+            export = self.manifest.exports["onnxruntime"].get("psla") or {}
+            if part not in export:
+                raise WeightsError(f"{self.manifest.manifest_path}: its ONNX export has no psla {part} graph "
+                                   f"(tools/export_onnx.py --only psla makes them)")
+            if export.get("from_sha256") != self.manifest.sha256:
+                raise WeightsError(f"{self.manifest.manifest_path}: its psla graphs were made from other weights than "
+                                   f"{self.manifest.file}; run tools/export_onnx.py --only psla again")
+            self.paths[part] = _checked_graph(self.manifest, export[part])
+        return self.paths[part]
 
     def neck(self, x: Tensor) -> list[Tensor]:
         """x (Tensor[B, 3, H, W] float32, normalised BGR, H and W multiples of 32) ->
@@ -146,11 +208,47 @@ class ExportedNanoDet:
     def eval(self) -> "ExportedNanoDet":
         return self
 
+    # --- psla's split (PSLADetector.low_features, high_features, predict) ---
+
+    def psla_low(self, x: Tensor) -> Tensor:
+        """N_l: x (Tensor[B, 3, H, W] float32, normalised BGR, H and W multiples of 32) ->
+        ``Fl`` Tensor[B, Cl, H/sl, W/sl], backbone stages ``0..split_stage``."""
+        if x.shape[-1] % 32 or x.shape[-2] % 32:
+            raise ValueError(f"NanoDet input H and W must be multiples of 32, got {tuple(x.shape[-2:])}")
+        return torch.from_numpy(self._run("low", [_numpy(x)])[0])
+
+    def psla_high(self, low: Tensor) -> list[Tensor]:
+        """N_f from ``Fl`` (Tensor[B, Cl, h, w]) -> ``Fh`` per level (strides 8, 16, 32),
+        Tensor[B, C, H/s, W/s]: the head levels' 3x3-conv outputs or the neck's."""
+        return [torch.from_numpy(f) for f in self._run("high", [_numpy(low)])]
+
+    def psla_predict(self, features: list[Tensor]) -> NanoDetOutput:
+        """N_t: ``Fh`` per level (as from :meth:`psla_high`) -> NanoDetOutput."""
+        if self.psla_split is not None and self.psla_split[1] == "neck":
+            return self.head(features)
+        cls_scores, box_dists = self._run("predict", [_numpy(f) for f in features])
+        shapes = tuple((f.shape[2], f.shape[3]) for f in features)
+        return NanoDetOutput(torch.from_numpy(cls_scores), torch.from_numpy(box_dists), shapes, tuple(self.config.strides))
+
     def _run_features(self, images: np.ndarray) -> list[np.ndarray]:
-        raise NotImplementedError
+        return self._run("features", [images])
 
     def _run_head(self, pyramid: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return tuple(self._run("head", pyramid))
+
+    def _run(self, part: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Graph ``part`` on ``inputs`` (in its inputs' order) -> its outputs, in order (copies)."""
         raise NotImplementedError
+
+
+def _checked_graph(manifest: WeightsManifest, record: dict) -> Path:
+    """The path of an exported graph (``record``: its ``file`` and ``sha256``), checked."""
+    path = manifest.weights_path.parent / record["file"]
+    if not path.is_file():
+        raise WeightsError(f"{path}: ONNX export not found")
+    if file_sha256(path) != record["sha256"]:
+        raise WeightsError(f"{path}: sha256 does not match its manifest (corrupt or replaced)")
+    return path
 
 
 def _numpy(x: Tensor) -> np.ndarray:
@@ -165,28 +263,35 @@ class OnnxNanoDet(ExportedNanoDet):
     def __init__(self, manifest: WeightsManifest, threads: int | None = None):
         import onnxruntime as ort
 
-        paths = self.graph_paths(manifest)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        self.features_session, self.head_session = (ort.InferenceSession(str(paths[part]), options, providers=["CPUExecutionProvider"])
-                                                    for part in ("features", "head"))
+        self.manifest = manifest
+        self.paths = self.graph_paths(manifest)
+        self.options = ort.SessionOptions()
+        self.options.intra_op_num_threads = threads or torch.get_num_threads()
+        self.options.inter_op_num_threads = 1
+        self._sessions = {part: self._session(part) for part in ("features", "head")}  # psla's: on first use
+        self.features_session, self.head_session = self._sessions["features"], self._sessions["head"]
         self.config = NanoDetConfig(num_classes=len(manifest.classes), input_size=manifest.input_size)
 
-    def _run_features(self, images):
-        return self.features_session.run(None, {"images": images})
+    def _session(self, part: str):
+        import onnxruntime as ort
 
-    def _run_head(self, pyramid):
-        return self.head_session.run(None, dict(zip(("p8", "p16", "p32"), pyramid)))
+        return ort.InferenceSession(str(self.path(part)), self.options, providers=["CPUExecutionProvider"])
+
+    def _run(self, part, inputs):
+        if part not in self._sessions:
+            self._sessions[part] = self._session(part)
+        session = self._sessions[part]
+        return session.run(None, {i.name: x for i, x in zip(session.get_inputs(), inputs)})
 
 
 class OpenVinoNanoDet(ExportedNanoDet):
     """The export compiled by OpenVINO for the CPU.
 
-    Three compiled models, each compiled on first use: the two exported graphs
-    (:meth:`neck`, :meth:`head`; iff runs its modules between them) and both
+    Compiled models, each compiled on first use: the two exported graphs
+    (:meth:`neck`, :meth:`head`; iff runs its modules between them), both
     joined behind the letterbox's normalisation and padding (:meth:`from_pixels`,
-    what ``--method frame`` runs: uint8 pixels in, no float input made outside).
+    what ``--method frame`` runs: uint8 pixels in, no float input made outside),
+    and psla's three (:meth:`psla_low`, :meth:`psla_high`, :meth:`psla_predict`).
 
     Args:
         precision: ``"auto"``: bf16 where the CPU has bf16 units, f32 elsewhere;
@@ -205,18 +310,20 @@ class OpenVinoNanoDet(ExportedNanoDet):
         self.precision = precision
         self.runtime = f"openvino ({precision})"
         self.compile_config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
+        self.manifest = manifest
         self.paths = self.graph_paths(manifest)
-        self._compiled: dict = {}  # "features" | "head" | "pixels" -> compiled model
+        self._compiled: dict = {}  # "features" | "head" | "pixels" | PSLA_PARTS -> compiled model
         self.config = NanoDetConfig(num_classes=len(manifest.classes), input_size=manifest.input_size)
 
     def compiled(self, part: str):
-        """The compiled model of ``part``: ``"features"``, ``"head"`` or ``"pixels"`` (both, behind the letterbox)."""
+        """The compiled model of ``part``: ``"features"``, ``"head"``, ``"pixels"`` (both,
+        behind the letterbox) or one of psla's (:data:`PSLA_PARTS`)."""
         if part not in self._compiled:
             if part == "pixels":
                 model = joined_from_pixels(self.core.read_model(str(self.paths["features"])),
                                            self.core.read_model(str(self.paths["head"])))
             else:
-                model = self.core.read_model(str(self.paths[part]))
+                model = self.core.read_model(str(self.path(part)))
             self._compiled[part] = self.core.compile_model(model, "CPU", self.compile_config)
         return self._compiled[part]
 
@@ -238,15 +345,10 @@ class OpenVinoNanoDet(ExportedNanoDet):
         for model in self._compiled.values():
             model.release_memory()
 
-    def _run_features(self, images):
-        model = self.compiled("features")
-        out = model(images)
-        return [np.asarray(out[model.output(i)]) for i in range(3)]
-
-    def _run_head(self, pyramid):
-        model = self.compiled("head")
-        out = model(pyramid)
-        return tuple(np.asarray(out[model.output(i)]) for i in range(2))
+    def _run(self, part, inputs):
+        model = self.compiled(part)
+        out = model(inputs)  # copies the outputs (share_outputs=False): they outlive the next call
+        return [np.asarray(out[output]) for output in model.outputs]
 
 
 def joined_from_pixels(features, head):
