@@ -91,4 +91,6 @@ def _start_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    import vidtag.api  # noqa: F401  (the pipeline, models and formats, before the first video)
+    import vidtag.formats  # noqa: F401  (the writers, models and pipeline, before the first video)
+    import vidtag.models.build  # noqa: F401
+    import vidtag.pipeline  # noqa: F401
