@@ -168,7 +168,16 @@ def render_runtime(record: dict) -> str:
   416x320, batch 8, {record['threads']} threads): {RUNTIME_NAMES[torch['runtime']]} {torch['frames_per_s']:.1f}
   frames/s, {speeds}, whose boxes score AP50 {pct(default['ap50_vs_torch'])} against torch's{why}.
   Decoding straight to 416x312 instead of resizing full frames with torch:
-  AP50 {pct(record['decode_to_size_ap50_vs_full'])} against the full-size boxes (same script).""")
+  AP50 {pct(record['decode_to_size_ap50_vs_full'])} against the full-size boxes (same script).{_methods_vs_torch(record)}""")
+
+
+def _methods_vs_torch(record: dict) -> str:
+    """A sentence on each method's boxes at its default runtime against torch's, when the run has them."""
+    methods = record.get("methods_vs_torch")
+    if not methods:
+        return ""
+    each = ", ".join(f"{m['method']} ({m['runtime']}) {pct(m['ap50_vs_torch'])}" for m in methods)
+    return f"\n  Each method as `vidtag detect` runs it, AP50 against the same method in torch on the whole clip: {each}."
 
 
 def render_runtime_table(record: dict) -> str:
