@@ -52,6 +52,7 @@ SETTINGS = [
     ("frame, torch, all formats + Seq-NMS+", ["--runtime", "torch", *ALL_FORMATS]),
     ("frame (default runtime), all formats + Seq-NMS+", ALL_FORMATS),
     ("frame --vid-stride 2", ["--vid-stride", "2", *COCO_ONLY]),
+    ("frame --vid-stride 1000 (the network on one frame: start-up, decoding and writing)", ["--vid-stride", "1000", *COCO_ONLY]),
     ("psla", ["--method", "psla", *COCO_ONLY]),
     ("iff, torch", ["--method", "iff", "--runtime", "torch", *COCO_ONLY]),
     ("iff (default runtime)", ["--method", "iff", *COCO_ONLY]),
