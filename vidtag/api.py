@@ -70,6 +70,10 @@ class Settings:
         return {k: v for k, v in (("line_width", self.line_width), ("hide_labels", self.hide_labels),
                                   ("hide_conf", self.hide_conf)) if v}
 
+    def batch_for(self, cuda: bool) -> int:
+        """Frames per batch on CUDA (``cuda``) or the CPU: ``batch``, else CUDA_BATCH or CPU_BATCH."""
+        return self.batch or (CUDA_BATCH if cuda else CPU_BATCH)
+
     def output_options(self, manifest) -> dict:
         """The options that change outputs (device and batch size do not)."""
         return {
@@ -142,8 +146,7 @@ class Runner:
     @property
     def batch(self) -> int:
         """Frames per inference batch: the settings', else CPU_BATCH or CUDA_BATCH by device."""
-        on_cuda = self.device is not None and self.device.type == "cuda"
-        return self.settings.batch or (CUDA_BATCH if on_cuda else CPU_BATCH)
+        return self.settings.batch_for(self.device is not None and self.device.type == "cuda")
 
     @classmethod
     def with_detector(cls, detector, manifest, settings: Settings = Settings()) -> "Runner":
@@ -285,7 +288,7 @@ class VideoJob:
     def write(self, task: VideoTask, result: VideoDetections) -> dict:
         """Write every format; the manifest fields of the video."""
         written = write_outputs(result, self.formats, self.output / task.subdir, task.stem, self.run_info,
-                                batch=self.settings.batch or CPU_BATCH, style=self.settings.draw_style())
+                                batch=self.settings.batch_for(cuda=False), style=self.settings.draw_style())
         seconds = result.seconds + written.seconds
         return {
             "outputs": {fmt: {"file": p.relative_to(self.output).as_posix(), "bytes": p.stat().st_size}
