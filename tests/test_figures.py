@@ -139,7 +139,10 @@ def test_prose_wraps_without_starting_a_list_quote_or_breaking_code():
 
 def test_the_robustness_table_shows_the_box_weighted_columns_of_a_run_that_has_them():
     record = json.loads((REPO / rf.ROBUSTNESS).read_text())
-    assert "box-weighted" not in rf.render_robustness(record)  # the committed run predates them
+    for r in record["results"]:  # a run from before the box-weighted columns
+        for key in [k for k in r["pooled"] if k.endswith("_box_weighted")]:
+            del r["pooled"][key]
+    assert "box-weighted" not in rf.render_robustness(record)
     frame_row = next(r["pooled"] for r in record["results"] if (r["method"], r["link"]) == ("frame", "none"))
     for r in record["results"]:
         if r["method"] != "psla:cut=0":  # a row without them shows n/a
