@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -83,7 +84,10 @@ def test_a_hand_edited_block_is_reported_and_rendered_back(tmp_path):
     root = _copy_repo(tmp_path)
     readme = root / "README.md"
     original = readme.read_text()
-    readme.write_text(original.replace("whose boxes score AP50 100.0", "whose boxes score AP50 99.0"))
+    begin = original.index("<!-- figures:runtime begin")
+    figure = re.compile(r"\d+\.\d").search(original, original.index("-->", begin))  # the block's first figure
+    digit = str((int(figure.group()[0]) + 1) % 10)  # a hand edit of one digit
+    readme.write_text(original[: figure.start()] + digit + original[figure.start() + 1 :])
 
     assert rf.run(root, check=True) == [f"README.md: figures:runtime differs from {rf.RUNTIME}"]
     rf.run(root, check=False)

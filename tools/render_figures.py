@@ -176,7 +176,7 @@ def _methods_vs_torch(record: dict) -> str:
     methods = record.get("methods_vs_torch")
     if not methods:
         return ""
-    each = ", ".join(f"{m['method']} ({m['runtime']}) {pct(m['ap50_vs_torch'])}" for m in methods)
+    each = ", ".join(f"{m['method']} {pct(m['ap50_vs_torch'])} ({m['runtime'].replace('(', '').replace(')', '')})" for m in methods)
     return f"\n  Each method as `vidtag detect` runs it, AP50 against the same method in torch on the whole clip: {each}."
 
 
