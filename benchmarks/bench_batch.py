@@ -22,6 +22,9 @@ separately), and the time per video inside the tasks (the manifest's
 detect+write seconds) against the same figure of the local parallel run.
 
     python benchmarks/bench_batch.py [--videos 8] [--frames 60] [--size 160x120] [--imgsz 128]
+                                     [--workers C] [--repeats 1] [--no-ray] [--out DIR]
+
+Writes ``benchmarks/results/batch.json`` under ``--out`` (default: the repo).
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="local parallel workers [default: cores]")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each mode, interleaved; the table gives medians")
     parser.add_argument("--no-ray", action="store_true", help="leave out the Ray mode")
+    parser.add_argument("--out", default=str(ROOT), help="folder the results go under (default: the repo)")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
 
@@ -112,8 +116,19 @@ def main() -> None:
         seq, _, par, *rest = walls
         ray = rest[0] if rest else None
         identical = all(same_bytes(outs[seq], outs[m]) for m in walls)
-        print(f"command: python benchmarks/bench_batch.py --videos {n} --frames {args.frames} --size {args.size} "
-              f"--imgsz {args.imgsz} --workers {args.workers} --repeats {args.repeats}{' --no-ray' if args.no_ray else ''}")
+        command = "python benchmarks/bench_batch.py " + " ".join(sys.argv[1:])
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        record = {"command": command.strip(), "commit": commit, "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(),
+                  "videos": n, "frames": args.frames, "size": args.size, "imgsz": args.imgsz, "repeats": args.repeats,
+                  "identical_outputs": identical,
+                  "rows": [{"mode": mode, "wall_s": round(wall, 2), "runs_s": [round(r, 2) for r in runs[mode]],
+                            "task_s": round(task_seconds(outs[mode]), 3), "vs_sequential": round(walls[seq] / wall, 3)}
+                           for mode, wall in walls.items()],
+                  "ray_start_s": None if start_s is None else round(start_s, 2)}
+        target = Path(args.out) / "benchmarks" / "results" / "batch.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"command: {record['command']} (commit {commit}, {record['date']})")
         print(f"wall seconds: median of {args.repeats} interleaved run(s) per mode")
         print(f"{n} generated clips of {args.frames} frames {width}x{height}; NanoDet-g --method frame --imgsz "
               f"{args.imgsz}, all five formats; {os.cpu_count()} cores; outputs of all runs byte-identical: "

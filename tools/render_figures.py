@@ -596,6 +596,33 @@ def _kind_name(kind: str) -> str:
     return {"jpeg": "JPEG", "motion_blur": "motion blur"}.get(kind, kind)
 
 
+# --- batch.json and memory.json (benchmarks/bench_batch.py, bench_memory.py) ---------------------------
+
+BATCH, MEMORY = "benchmarks/results/batch.json", "benchmarks/results/memory.json"
+
+
+def render_batch_table(record: dict) -> str:
+    """RESULTS.md: the batch modes as bench_batch.py prints them."""
+    rows = [[r["mode"], str(record["videos"]), f"{r['wall_s']:.1f}", f"{record['videos'] / r['wall_s'] * 3600:.0f}",
+             times(r["vs_sequential"]), f"{r['task_s']:.2f}"] for r in record["rows"]]
+    return (prose(f"From {provenance(BATCH, record)}: {record['videos']} generated clips of {record['frames']} frames "
+                  f"{record['size']}, NanoDet-g `--method frame --imgsz {record['imgsz']}`, all five formats, "
+                  f"{record['cores']} cores; wall time the median of {record['repeats']} interleaved runs per mode; "
+                  f"outputs of all runs byte-identical: {'yes' if record['identical_outputs'] else 'NO'}.") + "\n\n"
+            + table(["mode", "videos", "wall s", "videos/hour", "vs sequential", "per video inside the run (detect + write, s)"],
+                    list("lrrrrr"), rows))
+
+
+def render_memory_table(record: dict) -> str:
+    """RESULTS.md: bench_memory.py's table."""
+    met = "met" if record["growth_mb"] <= record["target_growth_mb"] else "NOT met"
+    return (prose(f"From {provenance(MEMORY, record)}: a generated {record['size']} video, `--imgsz {record['imgsz']}`.") + "\n\n"
+            + table(["frames", "RSS after 500 frames (MB)", "peak RSS after that (MB)", "growth (MB)", "target", "run time (s)"],
+                    list("rrrrlr"), [[str(record["frames"]), f"{record['rss_at_500_mb']:.0f}", f"{record['peak_after_mb']:.0f}",
+                                      f"{record['growth_mb']:.0f}", f"<= {record['target_growth_mb']} MB: {met}",
+                                      f"{record['seconds']:.0f}"]]))
+
+
 # --- the blocks -----------------------------------------------------------------------------------------
 
 class Block(NamedTuple):
@@ -615,6 +642,8 @@ BLOCKS = {
     "limits-temporal": Block((CROSS_SCENE, IFF_MANIFEST), render_limits_temporal),
     "robustness": Block((ROBUSTNESS,), render_robustness),
     "robustness-findings": Block((ROBUSTNESS,), render_robustness_findings),
+    "batch-table": Block((BATCH,), render_batch_table),
+    "memory-table": Block((MEMORY,), render_memory_table),
 }
 
 
