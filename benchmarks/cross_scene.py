@@ -72,7 +72,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vidtag.eval.robustness import (BURST, CLIPS, DEGRADED_FRACTION, ap50, ap50_by_class, box_weighted,  # noqa: E402
-                                    load_held_out, to_video_boxes)
+                                    load_held_out, scored_classes, to_video_boxes)
 from vidtag.weights import file_sha256  # noqa: E402
 
 DEFAULT_FOOTAGE = ROOT.parent / "shared" / "footage"
@@ -222,12 +222,7 @@ class Scorer:
             ids = range(len(self.scenes[n].frames)) if frames == "all" else np.flatnonzero(self.scenes[n].mask)
             gt[n] = _subset(self.gt[n], ids)
             pred[n] = to_video_boxes(n, preds[n], self.classes, ids)
-        counts: dict[str, int] = {}
-        for v in gt.values():
-            for f in v.frames.values():
-                for c in f.classes:
-                    counts[c] = counts.get(c, 0) + 1
-        return gt, pred, [c for c in self.classes if counts.get(c, 0) >= MIN_CLASS_BOXES]
+        return gt, pred, scored_classes(gt, self.classes, MIN_CLASS_BOXES)
 
 
 def _subset(video, ids):
