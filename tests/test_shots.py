@@ -56,7 +56,10 @@ def test_shot_boundaries_stream_over_chunks_and_bound_shots():
     assert off.push(*letterbox(frames, 96)) == [] and off.shot_of(9, 16) == (0, 16)
 
 
-def test_frame_detector_reports_the_cuts_it_saw():
+@pytest.mark.parametrize("engine", ["torch", "openvino-f32"])
+def test_frame_detector_reports_the_cuts_it_saw(engine):
+    """Both paths find the cuts: torch's from the normalised input, an exported
+    engine's from the uint8 pixels it is given (``preprocess.pixel_thumbnails``)."""
     from vidtag.models.build import DetectOptions, FrameDetector
     from vidtag.models.nanodet import load_nanodet
     from vidtag.types import FrameChunk
@@ -64,7 +67,14 @@ def test_frame_detector_reports_the_cuts_it_saw():
     video = torch.cat((_scene(0, 7), _scene(1, 5), _scene(2, 4)))
     frames = (video * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
     chunks = [FrameChunk(s, frames[s : s + 6], np.arange(s, min(s + 6, 16)) / 10) for s in range(0, 16, 6)]
-    detector = FrameDetector(load_nanodet().eval(), tuple(f"c{i}" for i in range(80)), DetectOptions(imgsz=96), torch.device("cpu"))
+    if engine == "torch":
+        model = load_nanodet().eval()
+    else:
+        from vidtag.models.runtime import load_engine
+        from vidtag.weights import resolve_weights
+
+        model = load_engine(engine, resolve_weights("nanodet-g-coco"))
+    detector = FrameDetector(model, tuple(f"c{i}" for i in range(80)), DetectOptions(imgsz=96), torch.device("cpu"))
     assert len(list(detector.run(chunks))) == 16 and detector.shot_starts == [7, 12]
     detector.cut_threshold = 0.0
     list(detector.run(chunks[:1]))

@@ -91,16 +91,22 @@ class ShotBoundaries:
         """x (Tensor[B, 3, H, W]) the next B frames as from ``preprocess.letterbox``
         with ``box`` -> the indices into x (0..B-1) that start a new shot."""
         if self.threshold == 0:
-            self._frames += len(x)
-            return []
+            return self.skip(len(x))
         return self.push_thumbnails(frame_thumbnails(x, box, self.imgsz))
+
+    def skip(self, count: int) -> list[int]:
+        """The next ``count`` frames, with cut detection off (threshold 0): counted, no cut -> []."""
+        if self.threshold != 0:
+            raise ValueError("frames can be skipped only with cut detection off (threshold 0)")
+        self._frames += count
+        return []
 
     def push_thumbnails(self, thumbs: Tensor) -> list[int]:
         """:meth:`push` for frames whose :func:`thumbnails` (Tensor[B, 576]) are made
         already -> the indices (0..B-1) that start a new shot."""
-        first, self._frames = self._frames, self._frames + len(thumbs)
         if self.threshold == 0:
-            return []
+            return self.skip(len(thumbs))
+        first, self._frames = self._frames, self._frames + len(thumbs)
         self.last_thumbs = thumbs
         found = cuts(thumbs, self._last, self.threshold)
         self._last = thumbs[-1]

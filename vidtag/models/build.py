@@ -104,10 +104,8 @@ class FrameDetector(VideoDetectorBase):
             return self.options.postprocess(self.model(x), box_map)
         # an exported network takes the resized pixels and normalises and pads them itself
         pixels, box_map = resize_for_input(frames, self.options.imgsz, source_wh)
-        if shots is not None and shots.threshold:
-            shots.push_thumbnails(pixel_thumbnails(pixels))
-        elif shots is not None:
-            shots.push_thumbnails(pixels.new_zeros((len(pixels), 0)))  # counts the frames; no cut is looked for
+        if shots is not None:
+            shots.push_thumbnails(pixel_thumbnails(pixels)) if shots.threshold else shots.skip(len(pixels))
         return self.options.postprocess(self.model.from_pixels(pixels, box_map), box_map)
 
     def run(self, chunks: Iterable[FrameChunk]) -> Iterator[Detections]:
