@@ -269,7 +269,6 @@ class OnnxNanoDet(ExportedNanoDet):
         self.options.intra_op_num_threads = threads or torch.get_num_threads()
         self.options.inter_op_num_threads = 1
         self._sessions = {part: self._session(part) for part in ("features", "head")}  # psla's: on first use
-        self.features_session, self.head_session = self._sessions["features"], self._sessions["head"]
         self.config = NanoDetConfig(num_classes=len(manifest.classes), input_size=manifest.input_size)
 
     def _session(self, part: str):
