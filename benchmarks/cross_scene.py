@@ -37,7 +37,9 @@ whole degraded clip and the worst clip, and the weight frames give their own
 features (clean clips, clean and degraded frames of degraded clips).  IFF's
 ``clean_gate``, ``window_step`` and ``fusion`` are chosen on the choose
 scenes (the best AP50 of their whole degraded clips among the settings that
-lose at most a point to ``frame`` on each of them) and, with
+lose at most a point to ``frame`` on each of them and, run as whole
+``vidtag detect`` processes on ``bench_e2e.py``'s clip at 1280x720 and
+640x480, take at most twice frame's wall time on each) and, with
 ``--write-manifest``, written into ``weights/iff-nanodet-g.json``.
 
 Speed: model frames/s (decode excluded) as a ratio to ``frame`` in the same
@@ -96,6 +98,8 @@ TRAINED = dict(nonkey_affinity="memory", use_rfu=True)  # the modules as trained
 IFF_GRID = [dict(self_prior=0.0, clean_gate=g, window_step=w, fusion=f)
             for g in (0.8, 0.9, 1.0) for w in (1, 2) for f in ("frame", "cells")]  # iff's inference grid
 IFF_WORST_ALLOWED = -0.01  # iff's rule: the best mean among settings no choose clip loses more than this with
+IFF_MAX_WALL_VS_FRAME = 2.0  # ... and whose whole-process wall time is at most this many times frame's on each speed clip
+SPEED_CLIPS = ((1280, 720), (640, 480))  # bench_e2e.py's synthetic clip (300 frames) at these sizes: the speed rule's clips
 TIMING_CLIPS, TIMING_ROUNDS = 3, 3  # model speed: the first confirm-synthetic clips, interleaved rounds (model_speed)
 PROMOTE_BELOW = 0.8  # the scene-change rule's threshold (see the README's PSLA section)
 
@@ -165,11 +169,12 @@ def build(spec: dict):
     or {"method": "iff", **iff options} (the shipped modules)."""
     from vidtag.models.build import DetectorSettings, build_detector
 
-    options = {k: v for k, v in spec.items() if k not in ("method", "label", "psla_weights")}
+    options = {k: v for k, v in spec.items() if k not in ("method", "label", "psla_weights", "iff_weights")}
     if spec["method"] == "frame":
         return build_detector(DetectorSettings("frame", device="cpu", vid_stride=options.get("vid_stride", 1), runtime=RUNTIME))[0]
     if spec["method"] == "iff":
-        return build_detector(DetectorSettings("iff", device="cpu", iff_options=options or None, runtime=RUNTIME))[0]
+        return build_detector(DetectorSettings("iff", device="cpu", iff_options=options or None, iff_weights=spec.get("iff_weights"),
+                                               runtime=RUNTIME))[0]
     return build_detector(DetectorSettings("psla", device="cpu", psla_options=options, psla_weights=spec.get("psla_weights"), runtime=RUNTIME))[0]
 
 
@@ -265,6 +270,47 @@ def e2e(settings: list[tuple[str, list[str]]], repeats: int, say) -> list[dict]:
     return rows
 
 
+def choose_within_speed(candidates: list[dict], repeats: int, say) -> dict:
+    """The first of ``candidates`` (iff choose-grid rows, best first) whose whole-process wall time
+    is at most :data:`IFF_MAX_WALL_VS_FRAME` times frame's on every :data:`SPEED_CLIPS` clip; the
+    fastest one measured if none is.  Each candidate runs from a copy of the shipped manifest with
+    its settings as the ``inference`` block, taking turns with frame; its ``wall_vs_frame`` (per
+    clip) is recorded in the row."""
+    import bench_e2e
+
+    shipped = ROOT / "weights" / "iff-nanodet-g.json"
+    manifest = json.loads(shipped.read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / manifest["file"]).symlink_to(ROOT / "weights" / manifest["file"])
+        clips = {}
+        for w, h in SPEED_CLIPS:
+            clips[f"{w}x{h}"] = folder / f"clip-{w}x{h}.mp4"
+            bench_e2e.make_clip(clips[f"{w}x{h}"], 300, (w, h))
+        for row in candidates:
+            spec = {k: row[k] for k in IFF_GRID[0]}
+            path = folder / f"iff-{len(list(folder.glob('iff-*.json')))}.json"
+            path.write_text(json.dumps({**manifest, "inference": {"config": spec}}))
+            ratios = {}
+            for name, clip in clips.items():
+                times: dict[str, list[float]] = {"frame": [], "iff": []}
+                for _ in range(repeats):
+                    for label, extra in (("frame", []), ("iff", ["--method", "iff", "--iff-weights", str(path)])):
+                        cmd = [sys.executable, "-m", "vidtag.cli", "detect", str(clip), "--link", "none", "--format", "coco",
+                               "-o", str(folder / "out"), "--overwrite", "-q", *extra]
+                        t0 = time.perf_counter()
+                        subprocess.run(cmd, check=True, capture_output=True)
+                        times[label].append(time.perf_counter() - t0)
+                ratios[name] = round(statistics.median(times["iff"]) / statistics.median(times["frame"]), 2)
+            row["wall_vs_frame"] = ratios
+            say(f"- {spec}: " + ", ".join(f"{name} {r:.2f}x" for name, r in ratios.items()))
+            if max(ratios.values()) <= IFF_MAX_WALL_VS_FRAME:
+                return row
+    measured = [r for r in candidates if "wall_vs_frame" in r]
+    say(f"(no setting met {IFF_MAX_WALL_VS_FRAME:g}x: the fastest measured)")
+    return min(measured, key=lambda r: max(r["wall_vs_frame"].values()))
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -334,7 +380,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="--e2e runs per setting (default: %(default)s)")
     parser.add_argument("--write-manifest", action="store_true", help="record the chosen settings in weights/psla-nanodet-g.json")
     parser.add_argument("--trained", action="append", default=[], metavar="LABEL=MANIFEST",
-                        help="also run these trained PSLA modules as trained (e.g. from vidtag train psla on other data); repeatable")
+                        help="also run these trained PSLA modules as trained (e.g. from vidtag train psla on other data), "
+                             "or IFF modules (vidtag train iff) with the shipped iff settings; repeatable")
     parser.add_argument("--skip-choose", nargs="?", const="all", choices=("all", "psla", "iff"),
                         help="take the settings of weights/psla-nanodet-g.json and/or weights/iff-nanodet-g.json instead of choosing them again (default: all)")
     parser.add_argument("--replot", action="store_true", help="only redraw docs/cross-scene.png from the saved results under --out")
@@ -423,7 +470,14 @@ def main() -> None:
             say(f"| {spec['clean_gate']:g} | {spec['window_step']} | {spec['fusion']} | {pct(row['fidelity'])} | {pct(row['degraded_frames'])} | "
                 f"{pct(row['degraded_clip'])} | {100 * row['worst_clip_gain']:+.1f} | {fps / frame_fps_choose:.2f}x |")
         allowed = [r for r in iff_grid if r["worst_clip_gain"] >= IFF_WORST_ALLOWED] or iff_grid
-        iff_best = max(allowed, key=lambda r: (r["degraded_clip"] or -1, r["model_fps"]))
+        say("")
+        say(f"Speed rule: whole `vidtag detect --method iff` processes against `--method frame` on bench_e2e.py's clip "
+            f"({', '.join(f'{w}x{h}' for w, h in SPEED_CLIPS)}, 300 frames; median of {args.repeats} interleaved runs), "
+            "in the order of the table's AP50 until one takes at most "
+            f"{IFF_MAX_WALL_VS_FRAME:g}x frame's wall time on each clip:")
+        say("")
+        iff_best = choose_within_speed(sorted(allowed, key=lambda r: (-(r["degraded_clip"] or -1), -r["model_fps"])),
+                                       args.repeats, say)
         iff_chosen = {k: iff_best[k] for k in IFF_GRID[0]}
         say("")
         say(f"chosen: {iff_chosen}")
@@ -431,7 +485,10 @@ def main() -> None:
         if args.write_manifest:
             path = record_inference("iff-nanodet-g.json", iff_chosen, command, commit,
                                     rule=f"highest AP50 on the whole degraded clips of the choose scenes among the settings that lose "
-                                         f"no more than {-100 * IFF_WORST_ALLOWED:g} points to frame on any of them (ties: the faster)")
+                                         f"no more than {-100 * IFF_WORST_ALLOWED:g} points to frame on any of them (ties: the faster) "
+                                         f"and take at most {IFF_MAX_WALL_VS_FRAME:g}x frame's wall time end to end on bench_e2e.py's "
+                                         f"clip at {' and '.join(f'{w}x{h}' for w, h in SPEED_CLIPS)}",
+                                    wall_vs_frame=iff_best.get("wall_vs_frame"))
             say(f"wrote the chosen iff settings into {path.relative_to(ROOT)}")
             say("")
 
@@ -449,7 +506,10 @@ def main() -> None:
                   {"method": "iff", "self_prior": 0.0, "clean_gate": 0.0, "window_step": 1, "fusion": "frame"})]
     for item in args.trained:
         label, _, manifest = item.partition("=")
-        settings.append((f"psla ({label}), k=10", {"method": "psla", "psla_weights": manifest, "key_interval": 10}))
+        if "iff_config" in json.loads(Path(manifest).read_text()):  # IFF modules: with the shipped modules' inference settings
+            settings.append((f"iff ({label})", {"method": "iff", **iff_chosen, "iff_weights": manifest}))
+        else:
+            settings.append((f"psla ({label}), k=10", {"method": "psla", "psla_weights": manifest, "key_interval": 10}))
     results = []
     for label, spec in settings:
         det = build(spec)
