@@ -100,6 +100,7 @@ IFF_GRID = [dict(self_prior=0.0, clean_gate=g, window_step=w, fusion=f)
 IFF_WORST_ALLOWED = -0.01  # iff's rule: the best mean among settings no choose clip loses more than this with
 IFF_MAX_WALL_VS_FRAME = 2.0  # ... and whose whole-process wall time is at most this many times frame's on each speed clip
 SPEED_CLIPS = ((1280, 720), (640, 480))  # bench_e2e.py's synthetic clip (300 frames) at these sizes: the speed rule's clips
+SPEED_CLIP = ("leuvenB.jpg", 3000)  # its still and motion seed (bench_e2e.STILL, bench_e2e.make_clip)
 TIMING_CLIPS, TIMING_ROUNDS = 3, 3  # model speed: the first confirm-synthetic clips, interleaved rounds (model_speed)
 PROMOTE_BELOW = 0.8  # the scene-change rule's threshold (see the README's PSLA section)
 
@@ -276,7 +277,7 @@ def choose_within_speed(candidates: list[dict], repeats: int, say) -> dict:
     fastest one measured if none is.  Each candidate runs from a copy of the shipped manifest with
     its settings as the ``inference`` block, taking turns with frame; its ``wall_vs_frame`` (per
     clip) is recorded in the row."""
-    import bench_e2e
+    from vidtag.synth import load_image, synth_clip, write_clip
 
     shipped = ROOT / "weights" / "iff-nanodet-g.json"
     manifest = json.loads(shipped.read_text())
@@ -286,7 +287,7 @@ def choose_within_speed(candidates: list[dict], repeats: int, say) -> dict:
         clips = {}
         for w, h in SPEED_CLIPS:
             clips[f"{w}x{h}"] = folder / f"clip-{w}x{h}.mp4"
-            bench_e2e.make_clip(clips[f"{w}x{h}"], 300, (w, h))
+            write_clip(synth_clip(load_image(STILLS / SPEED_CLIP[0]), SPEED_CLIP[1], 300, (w, h)), clips[f"{w}x{h}"])
         for row in candidates:
             spec = {k: row[k] for k in IFF_GRID[0]}
             path = folder / f"iff-{len(list(folder.glob('iff-*.json')))}.json"

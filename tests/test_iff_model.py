@@ -223,6 +223,27 @@ def test_ring_keeps_only_its_capacity(nanodet):
         ring.gather([6])
 
 
+def test_ring_completes_neck_only_frames_when_gathered(nanodet):
+    """push_neck + gather gives what frame_features gives; each frame's per-frame modules
+    run once, and only for frames a gather asked for."""
+    model = _randomise(build_iff(nanodet), seed=4)
+    with torch.no_grad():
+        x = torch.randn(6, 3, 64, 96)
+        eager = model.frame_features(x)
+        ring = FeatureRing(4, model.per_frame_modules)
+        for row in range(6):
+            ring.push_neck(eager.features, row)
+        assert ring.completed == 0
+        got = ring.gather([4, 2, 4])
+        assert ring.completed == 2  # frames 2 and 4; 3 and 5 not asked for
+        for a, b in zip(got.levels + [got.encoded], eager.select([4, 2, 4]).levels + [eager.select([4, 2, 4]).encoded]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        ring.gather([2, 3, 4, 5])
+        assert ring.completed == 4
+    with pytest.raises(ValueError, match="per_frame"):
+        FeatureRing(3).push_neck(eager.features)
+
+
 def _fuse_cells_loop(own, aggregated):
     """fuse_by_cell written as a loop over one frame's cells."""
     from vidtag.models.nanodet import NanoDetOutput
@@ -598,9 +619,11 @@ def test_clean_gate_keeps_every_frame_of_a_still_clip_and_not_a_frame_that_went_
     detector.gate_score = 0.01
     list(detector.run(_chunks(still, 3)))
     assert detector.own_frames == list(range(7))
+    assert detector.ring.completed == 0  # no window was gathered: no frame paid for the per-frame modules
     still[3] = (still[3] * 0.05).astype(np.uint8)
     list(detector.run(_chunks(still, 3)))
     assert detector.own_frames == [0, 1, 2, 4, 5, 6]
+    assert detector.ring.completed == 5  # frame 3 and its window, frames 1-5
     assert detector.own_weight[3] < 1 and all(detector.own_weight[t] == 1 for t in detector.own_frames)
 
 

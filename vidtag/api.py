@@ -334,6 +334,20 @@ _WORKER_RUNNER: dict = {}
 """The runner of the job a worker process last ran (see VideoJob.worker_runner)."""
 
 
+def worker_run_info(settings: Settings, make_runner: Callable[[Settings], "Runner"] | None = None) -> dict:
+    """In a worker process: build this process's runner for ``settings`` (kept for the
+    videos it runs next, as :meth:`VideoJob.worker_runner` would) and return its
+    :meth:`Runner.run_info`.  A ``--workers`` batch checks its settings this way, so the
+    driver never loads torch or the model.
+
+    Raises:
+        the errors of building the runner (bad settings, weights).
+    """
+    _WORKER_RUNNER.clear()
+    runner = _WORKER_RUNNER[(settings, make_runner)] = (make_runner or Runner)(settings)
+    return runner.run_info()
+
+
 def driver_runner(settings: Settings) -> Runner:
     """The runner a parallel batch's driver builds, on the CPU.
 
@@ -396,15 +410,18 @@ def annotate(
         from vidtag.parallel import ProcessExecutor
 
         local_workers = ProcessExecutor(None, workers)
-        if tasks:  # started first: the workers import torch and vidtag while the driver checks the settings
-            local_workers.start(len(tasks))
     try:
-        runner = runner or (driver_runner(settings) if parallel else Runner(settings))
+        if runner is None and local_workers is not None and tasks:
+            # a worker checks the settings by building its runner (kept for its videos): the driver loads no model
+            run_info = local_workers.start(len(tasks)).call(worker_run_info, settings, make_runner)
+        else:
+            runner = runner or (driver_runner(settings) if parallel else Runner(settings))
+            run_info = runner.run_info()
     except BaseException:
         if local_workers is not None:
             local_workers.close(wait=False)
         raise
-    job = VideoJob(settings, formats, Path(output), runner.run_info(), make_runner)
+    job = VideoJob(settings, formats, Path(output), run_info, make_runner)
 
     if ray is not None:
         from vidtag.cluster import RayExecutor

@@ -156,7 +156,8 @@ def detect(sources, method, key_interval, psla_weights, window, clean_gate, iff_
         from vidtag.cluster import import_ray
 
         import_ray()  # before loading the model: a missing extra is a one-line error at once
-    runner = driver_runner(settings) if parallel else Runner(settings)
+    # --workers: a worker checks the settings (annotate); the driver loads no model
+    runner = None if workers > 1 and ray_address is None else driver_runner(settings) if parallel else Runner(settings)
     console = _console(stderr=True)
     with BatchProgress(console, len(tasks), quiet, parallel=parallel) as progress:
         summary = annotate(tasks, output, formats, settings, overwrite=overwrite, runner=runner,

@@ -54,6 +54,14 @@ class ProcessExecutor:
                 self._pool.submit(int)  # a submit that finds no idle worker starts one
         return self
 
+    def call(self, fn, *args):
+        """``fn(*args)`` in one of the worker processes (started if need be); its result.
+
+        Raises:
+            what ``fn`` raised there.
+        """
+        return self.start()._pool.submit(fn, *args).result()
+
     def close(self, wait: bool = True) -> None:
         """Stop the worker processes (pending videos are cancelled)."""
         if self._pool is not None:

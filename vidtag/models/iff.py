@@ -80,7 +80,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -361,7 +361,11 @@ class IFFDetector(nn.Module):
     def frame_features(self, x: Tensor, features: list[Tensor] | None = None) -> FrameFeatures:
         """Everything a frame contributes to any window: x (Tensor[B, 3, H, W]) ->
         :class:`FrameFeatures`; ``features``: its neck output if already computed."""
-        features = self.neck_features(x) if features is None else features
+        return self.per_frame_modules(self.neck_features(x) if features is None else features)
+
+    def per_frame_modules(self, features: list[Tensor]) -> FrameFeatures:
+        """The per-frame modules (embeddings, the IFF module's per-frame half) on the neck
+        output ``features`` (Tensor[B, 128, h, w] per level) -> :class:`FrameFeatures`."""
         levels = [torch.cat((f, F.normalize(net(f), dim=1)), dim=1) for net, f in zip(self.embeddings, features)]
         return FrameFeatures(levels, self.iff.encode(features[self.config.flow_level]), features[0].shape[1])
 
@@ -503,13 +507,24 @@ class FeatureRing:
     Storage is allocated once (``capacity`` slots, frame n in slot ``n %
     capacity``): pushing frame n overwrites frame ``n - capacity``; asking for
     an overwritten or future frame raises.
+
+    A frame may also be pushed as its neck output alone (:meth:`push_neck`);
+    ``per_frame`` (the model's :meth:`IFFDetector.per_frame_modules`) then
+    completes it the first time :meth:`gather` asks for it, together with the
+    other incomplete frames asked for, in one batch.  A frame no window
+    gathers (e.g. every frame around it kept its own detections) never pays
+    for the per-frame modules.  ``completed`` counts the frames completed that
+    way.
     """
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, per_frame: Callable[[list[Tensor]], FrameFeatures] | None = None):
         if capacity < 1:
             raise ValueError(f"ring capacity must be >= 1, got {capacity}")
         self.capacity = capacity
+        self.per_frame = per_frame
         self.storage: FrameFeatures | None = None
+        self.complete = [False] * capacity  # by slot: the per-frame modules' channels hold this frame's
+        self.completed = 0
         self.next_index = 0
 
     @property
@@ -528,6 +543,21 @@ class FeatureRing:
         for store, x in zip(self.storage.levels, item.levels):
             store[slot] = x[row]
         self.storage.encoded[slot] = item.encoded[row]
+        self.complete[slot] = True
+        self.next_index += 1
+        return index
+
+    def push_neck(self, features: list[Tensor], row: int = 0) -> int:
+        """Store frame ``row`` of the neck output ``features`` (Tensor[B, C, h, w] per level)
+        as the next frame, its per-frame modules left for :meth:`gather`; returns its index."""
+        if self.per_frame is None:
+            raise ValueError("push_neck needs a ring made with per_frame")
+        if self.storage is None:  # the first frame is completed now: its output gives the storage's shapes
+            return self.push(self.per_frame([f[row : row + 1] for f in features]))
+        index, slot = self.next_index, self.next_index % self.capacity
+        for store, f in zip(self.storage.features, features):
+            store[slot] = f[row]
+        self.complete[slot] = False
         self.next_index += 1
         return index
 
@@ -536,7 +566,17 @@ class FeatureRing:
         bad = sorted({i for i in indices if not self.oldest <= i < self.next_index})
         if bad:
             raise KeyError(f"frames {bad} not in the ring (holds {self.oldest}..{self.next_index - 1})")
-        return self.storage.select([i % self.capacity for i in indices])
+        slots = [i % self.capacity for i in indices]
+        missing = sorted({s for s in slots if not self.complete[s]})
+        if missing:
+            done = self.per_frame([f[missing] for f in self.storage.features])
+            for store, x in zip(self.storage.levels, done.levels):
+                store[missing] = x
+            self.storage.encoded[missing] = done.encoded
+            for s in missing:
+                self.complete[s] = True
+            self.completed += len(missing)
+        return self.storage.select(slots)
 
 
 @dataclass
@@ -605,7 +645,9 @@ class IFFVideoDetector(VideoDetectorBase):
         from vidtag.models.preprocess import letterbox
 
         radius = self.model.config.radius
-        self.ring = ring = FeatureRing(2 * radius + 1)
+        # with the gate, a frame's per-frame modules run only once a window gathers it (FeatureRing.push_neck)
+        lazy = self.model.config.clean_gate > 0
+        self.ring = ring = FeatureRing(2 * radius + 1, self.model.per_frame_modules if lazy else None)
         self.shots = ShotBoundaries(self.model.config.cut_threshold, self.options.imgsz)
         self.thumbs, self.own = {}, {}
         self.replaced, self.own_frames, self.own_weight = 0, [], {}
@@ -625,22 +667,23 @@ class IFFVideoDetector(VideoDetectorBase):
                     self.thumbs[start + k] = thumb
                 for old in [i for i in self.thumbs if i < start - 2 * radius]:
                     del self.thumbs[old]  # frames this chunk's windows can no longer reach
-            batch = self.model.frame_features(x)
+            batch = None if lazy else self.model.frame_features(x)
+            features = self.model.neck_features(x) if lazy else batch.features
             if own_pass:
                 start = ring.next_index
-                own = self.model.predict(batch.features)
+                own = self.model.predict(features)
                 masses = confidence_mass(own.cls_scores, self.gate_score).tolist()
                 for k, dets in enumerate(self.options.postprocess(own, box)):
                     raw = NanoDetOutput(own.cls_scores[k : k + 1], own.box_dists[k : k + 1], own.level_shapes, own.strides) if cells else None
                     self.own[start + k] = OwnOutput(masses[k], dets, raw)
                 for old in [i for i in self.own if i < start - 2 * radius]:
                     del self.own[old]
-            for row in range(len(batch)):
-                newest = ring.push(batch, row)  # copied into the ring's storage
+            for row in range(len(x)):
+                newest = ring.push_neck(features, row) if lazy else ring.push(batch, row)  # copied into the ring's storage
                 if newest - radius >= 0:  # frame newest - radius has all its neighbours now
                     yield self._detect(emitted, None, box)
                     emitted += 1
-            del batch
+            del batch, features
         total = ring.next_index
         while emitted < total:  # the last frames: the window runs past the end
             yield self._detect(emitted, total, box)

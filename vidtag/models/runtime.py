@@ -283,6 +283,17 @@ class OnnxNanoDet(ExportedNanoDet):
         return session.run(None, {i.name: x for i, x in zip(session.get_inputs(), inputs)})
 
 
+def cpu_pinning(threads: int) -> bool:
+    """Whether OpenVINO should pin its ``threads`` inference threads to cores: only when
+    they are as many as this process may use.  Each process pins from the first core
+    on, so processes with fewer threads each (``--workers``, several vidtag runs) would
+    all share the first cores and leave the others idle."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return threads >= cores
+
+
 class OpenVinoNanoDet(ExportedNanoDet):
     """The export compiled by OpenVINO for the CPU.
 
@@ -308,7 +319,9 @@ class OpenVinoNanoDet(ExportedNanoDet):
             raise ValueError(f"OpenVINO precision must be auto, f32 or bf16, got {precision!r}")
         self.precision = precision
         self.runtime = f"openvino ({precision})"
-        self.compile_config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
+        threads = threads or torch.get_num_threads()
+        self.compile_config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
+                               "ENABLE_CPU_PINNING": cpu_pinning(threads)}
         self.manifest = manifest
         self.paths = self.graph_paths(manifest)
         self._compiled: dict = {}  # "features" | "head" | "pixels" | PSLA_PARTS -> compiled model
