@@ -141,17 +141,21 @@ def test_prose_wraps_without_starting_a_list_quote_or_breaking_code():
     assert " ".join(out.replace("- ", "", 1).split()) == " ".join(text[2:].split())
 
 
+def _manifests():
+    return [json.loads((REPO / path).read_text()) for path in (rf.IFF_MANIFEST, rf.IFF_BEFORE)]
+
+
 def test_the_robustness_table_shows_the_box_weighted_columns_of_a_run_that_has_them():
     record = json.loads((REPO / rf.ROBUSTNESS).read_text())
     for r in record["results"]:  # a run from before the box-weighted columns
         for key in [k for k in r["pooled"] if k.endswith("_box_weighted")]:
             del r["pooled"][key]
-    assert "box-weighted" not in rf.render_robustness(record)
+    assert "box-weighted" not in rf.render_robustness(record, *_manifests())
     frame_row = next(r["pooled"] for r in record["results"] if (r["method"], r["link"]) == ("frame", "none"))
     for r in record["results"]:
         if r["method"] != "psla:cut=0":  # a row without them shows n/a
             r["pooled"].update({rf.box_weighted(k): 0.25 for k in (rf.DEGRADED, rf.WHOLE, rf.FIDELITY)})
-    text = rf.render_robustness(record)
+    text = rf.render_robustness(record, *_manifests())
     assert "the box-weighted columns weigh each of those classes by its boxes" in " ".join(text.split())
     lines = text.splitlines()
     header = next(line for line in lines if line.startswith("| method |"))
@@ -161,3 +165,14 @@ def test_the_robustness_table_shows_the_box_weighted_columns_of_a_run_that_has_t
     assert lines[lines.index(header) + 1] == "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     assert f"| per-frame | {rf.pct(frame_row[rf.DEGRADED])} | 25.0 | {rf.pct(frame_row[rf.WHOLE])} | 25.0 | " in text
     assert any(line.startswith("| psla / iff without the hard-cut handling |") and "| n/a / 25.0 |" in line for line in lines)
+
+
+def test_the_robustness_text_names_the_iff_modules_its_run_used():
+    record = json.loads((REPO / rf.ROBUSTNESS).read_text())
+    shipped, before = _manifests()
+    record["modules_sha256"]["iff"] = shipped["sha256"]
+    assert "so their rows are in-scene" in " ".join(rf.render_robustness(record, shipped, before).split())
+    record["modules_sha256"]["iff"] = before["sha256"]
+    assert f"ran the modules shipped before (`weights/{before['name']}.json`)" in " ".join(rf.render_robustness(record, shipped, before).split())
+    record["modules_sha256"]["iff"] = "0" * 64
+    assert "(sha256 000000000000) that no manifest here names" in " ".join(rf.render_robustness(record, shipped, before).split())

@@ -42,6 +42,7 @@ E2E = "benchmarks/results/e2e.json"
 ROBUSTNESS = "benchmarks/results/robustness.json"
 RUNTIME = "benchmarks/results/runtime.json"
 IFF_MANIFEST = "weights/iff-nanodet-g.json"
+IFF_BEFORE = "weights/iff-real-nanodet-g.json"  # the modules --method iff shipped before the variety-trained ones
 
 BLOCK = re.compile(
     r"^<!-- figures:(?P<name>[\w-]+) begin\b[^\n]*-->\n(?P<body>.*?)^<!-- figures:(?P=name) end -->$", re.M | re.S
@@ -248,6 +249,7 @@ PSLA_TRAINED, PSLA_VARIETY = "psla (trained modules), k=10", "psla (variety-trai
 IFF, IFF_AS_TRAINED = "iff (window 20, shipped)", "iff, as trained (no gate, every neighbour)"
 FUSION_NAMES = {"cells": "cell", "frame": "frame"}  # IFFConfig.fusion as the documents write it
 IFF_FRAME_FUSION, IFF_NO_GATE = "iff, gate 0.9, step 2, frame fusion", "iff, cell fusion without a gate"
+IFF_REAL_ONLY = "iff (real-only modules)"  # cross_scene.py --trained 'real-only modules=weights/iff-real-nanodet-g.json'
 
 
 class CrossScene:
@@ -356,6 +358,26 @@ def render_cross_scene_findings(record: dict) -> str:
     per_clip = ", ".join(points(g) for g in cs.gains(IFF).values())
     per_clip = " and ".join(per_clip.rsplit(", ", 1))
     clean, degraded = cs.own_weight(IFF, "clean clips"), cs.own_weight(IFF, "degraded frames")
+    measured = [r for r in record["iff_grid"] if "wall_vs_frame" in r]
+    speed_rule = ""
+    if measured:
+        tried = "; ".join(f"gate {r['clean_gate']:g}, step {r['window_step']}, {FUSION_NAMES[r['fusion']]} fusion "
+                          f"(AP50 {pct(r['degraded_clip'])}): " + " / ".join(times(v) for v in r["wall_vs_frame"].values())
+                          for r in measured)
+        speed_rule = (" Among the settings that lose at most a point to frame on any choose clip, the run took the most "
+                      "accurate whose whole `vidtag detect` process needs at most twice frame's wall time on "
+                      f"`bench_e2e.py`'s clip at {' and '.join(measured[0]['wall_vs_frame'])}, trying them in order of "
+                      f"AP50 on the choose clips' whole degraded clips: {tried}.")
+    variety = ""
+    if IFF_REAL_ONLY in cs.rows:
+        variety = (f"\n- The shipped IFF modules were trained on the same variety as psla's (the real clips' first halves "
+                   f"and six synthetic clips over the choose stills). The modules shipped before saw the real clips only "
+                   f"(`{IFF_BEFORE}`); at the same settings they score unseen {f(IFF_REAL_ONLY)} / "
+                   f"{f(IFF_REAL_ONLY, 'degraded_frames')} / {f(IFF_REAL_ONLY, 'degraded_clip')} (fidelity / degraded "
+                   f"frames / whole degraded clip; shipped {f(IFF)} / {f(IFF, 'degraded_frames')} / {f(IFF, 'degraded_clip')}), "
+                   f"fresh {f(IFF_REAL_ONLY, scope=FRESH)} / {f(IFF_REAL_ONLY, 'degraded_frames', FRESH)} / "
+                   f"{f(IFF_REAL_ONLY, 'degraded_clip', FRESH)} (shipped {f(IFF, scope=FRESH)} / "
+                   f"{f(IFF, 'degraded_frames', FRESH)} / {f(IFF, 'degraded_clip', FRESH)}).")
     return prose(f"""
 - The psla modules trained on vtest and bikes collapse on scenes they never
   saw (fidelity {f(PSLA_TRAINED)}): their non-key frames lean on a stem-only guess that
@@ -402,7 +424,7 @@ def render_cross_scene_findings(record: dict) -> str:
   The release before kept the whole frame's output or the whole aggregated
   one, by mass (the "frame fusion" row): on one unseen clip ({old_clip}) that lost
   {pct(-old_loss)} points, where the detector's scores sit at the 0.4 of the pseudo ground truth.
-  Gate, step and fusion were chosen together on the choose clips ({grid_where}). Cell fusion was designed after the unseen clips'
+  Gate, step and fusion were chosen together on the choose clips ({grid_where}).{speed_rule} Cell fusion was designed after the unseen clips'
   figures for frame fusion had been seen, so five clips over stills nothing had
   looked at (fresh) confirm it. Unseen: {f(IFF)} of the clean boxes kept, {f(IFF, "degraded_frames")} AP50 on
   degraded frames (frame {f(FRAME, "degraded_frames")}), {f(IFF, "degraded_clip")} on the whole degraded clips (frame {f(FRAME, "degraded_clip")}); per
@@ -415,7 +437,7 @@ def render_cross_scene_findings(record: dict) -> str:
   frame's; end to end (`vidtag detect` at its default runtime, OpenVINO for
   frame and iff) iff took {iff720[0]} where frame took {frame720} on the 720p clip ({iff720[1]}),
   {iff480[0]} against {frame480} on 640x480 ({iff480[1]}), and {iff480d[0]} against {frame480d} on the 640x480
-  clip degraded ({iff480d[1]}).""")
+  clip degraded ({iff480d[1]}).{variety}""")
 
 
 def _share_of_median(gate: float) -> str:
@@ -536,7 +558,7 @@ def _pseudo_gt(record: dict) -> tuple[dict[str, int], list[str]]:
     return boxes, small
 
 
-def render_robustness(record: dict) -> str:
+def render_robustness(record: dict, shipped: dict, before: dict) -> str:
     """README, Accuracy on hard frames: the class rule, where the figures come from, and the table."""
     rb = Robustness(record)
     least = record["pseudo_gt"]["min_class_boxes"]
@@ -576,13 +598,23 @@ def render_robustness(record: dict) -> str:
             "where one box moves the mean by several points.\n"
             f"Pooled over both clips, all from one run ({provenance(ROBUSTNESS, record)}; every table of\n"
             "the run in [benchmarks/RESULTS-robustness.md](benchmarks/RESULTS-robustness.md)), each method\n"
-            "as shipped unless the row says otherwise. The iff modules were trained on the first halves of\n"
-            "these clips, so their rows are in-scene; psla's shipped setting uses none of its trained parts\n"
+            "as shipped unless the row says otherwise. " + _iff_modules_sentence(record, shipped, before) + " psla's shipped setting uses none of its trained parts\n"
             "(its non-key frames carry the key frame's features by fixed appearance matching, RFU and the\n"
             "Quality Net off). Cross-scene above has the figures that count; speed is the model's alone\n"
             "(decoding excluded), at each method's default runtime on one thread, and moves with the\n"
             "machine's load (other work shared it during this run):") + "\n\n"
             + table(header, ["l"] + ["r"] * (len(header) - 1), cells))
+
+
+def _iff_modules_sentence(record: dict, shipped: dict, before: dict) -> str:
+    """Which IFF modules the record's iff rows ran (by sha256): the shipped ones or those shipped before."""
+    ran = record.get("modules_sha256", {}).get("iff")
+    if ran is None or ran == shipped["sha256"]:
+        return "The iff modules were trained on the first halves of these clips, so their rows are in-scene;"
+    if ran == before["sha256"]:
+        return (f"The iff rows ran the modules shipped before (`weights/{before['name']}.json`), trained on the first halves of "
+                "these clips only; the shipped ones were trained on the same halves and six synthetic clips, so both are in-scene here;")
+    return f"The iff rows ran modules (sha256 {ran[:12]}) that no manifest here names;"
 
 
 def render_robustness_findings(record: dict) -> str:
@@ -671,7 +703,7 @@ BLOCKS = {
     "cross-scene": Block((CROSS_SCENE,), render_cross_scene),
     "cross-scene-findings": Block((CROSS_SCENE,), render_cross_scene_findings),
     "limits-temporal": Block((CROSS_SCENE, IFF_MANIFEST, E2E), render_limits_temporal),
-    "robustness": Block((ROBUSTNESS,), render_robustness),
+    "robustness": Block((ROBUSTNESS, IFF_MANIFEST, IFF_BEFORE), render_robustness),
     "robustness-findings": Block((ROBUSTNESS,), render_robustness_findings),
     "batch-table": Block((BATCH,), render_batch_table),
     "memory-table": Block((MEMORY,), render_memory_table),
