@@ -417,9 +417,9 @@ def annotate(
         else:
             runner = runner or (driver_runner(settings) if parallel else Runner(settings))
             run_info = runner.run_info()
-    except BaseException:
-        if local_workers is not None:
-            local_workers.close(wait=False)
+    except BaseException as err:
+        if local_workers is not None:  # bad settings: return once the workers are gone (an interrupt does not wait)
+            local_workers.close(wait=isinstance(err, Exception))
         raise
     job = VideoJob(settings, formats, Path(output), run_info, make_runner)
 
