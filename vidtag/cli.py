@@ -128,7 +128,7 @@ def _split_commas(ctx, param, value):
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Frames per inference batch.  [default: 4 on the CPU, 8 on CUDA]")
 @click.option("--weights", default=None, help="Weights name (see `vidtag models`) or manifest/.pt path.")
 @click.option("--quiet", "-q", is_flag=True, help="Only errors and the summary.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes, each on its own video. One process already keeps 2 cores busy; more workers pay off with more cores.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes, each on its own video. One process already keeps 2 cores mostly busy; more workers pay off with more cores.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="One task per video on a Ray cluster: alone, find or start one (ray.init()); or auto, HOST:PORT, ray://HOST:10001, local. Needs `pip install 'vidtag[ray]'`; put it after the videos.")
 @handle_errors
