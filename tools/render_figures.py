@@ -630,7 +630,9 @@ def _iff_modules_sentence(record: dict, shipped: dict, before: dict) -> str:
     """Which IFF modules the record's iff rows ran (by sha256): the shipped ones or those shipped before."""
     ran = record.get("modules_sha256", {}).get("iff")
     if ran is None or ran == shipped["sha256"]:
-        return "The iff modules were trained on the first halves of these clips, so their rows are in-scene;"
+        also = _training_data(shipped["training"]).partition(" and ")[2]
+        return (f"The iff modules were trained on the first halves of these clips{' and ' + also if also else ''}, "
+                "so their rows are in-scene;")
     if ran == before["sha256"]:
         return (f"The iff rows ran the modules shipped before (`weights/{before['name']}.json`), trained on the first halves of "
                 "these clips only; the shipped ones were trained on the same halves and six synthetic clips, so both are in-scene here;")
@@ -662,7 +664,7 @@ blur, noise or darkness borrows the aligned features of its neighbours
 {k("iff", least)} against {k("frame", least)}). Its clean-frame gate keeps {f("iff", FIDELITY)} of the per-frame
 detector's boxes on the clean clip; a smaller window gains less (window 4 / 10: {f("iff:w=4")} / {f("iff:w=10")} on
 degraded frames) and runs faster ({times(rb.speed("iff:w=4"))} / {times(rb.speed("iff:w=10"))} against {times(rb.speed("iff"))}). The other
-modules, run as trained (every frame aggregated), keep less of the clean boxes ({f("iff:trl=0", FIDELITY)} for the advanced
+modules (trained on the real clips' first halves only), run as trained (every frame aggregated), keep less of the clean boxes ({f("iff:trl=0", FIDELITY)} for the advanced
 module without TRL, {f("iff:modules=paper", FIDELITY)} for the paper's recipe).
 
 `psla` runs at {times(rb.speed("psla"))} the per-frame model speed here and scores {gain("psla", "frame")} points against it
