@@ -240,6 +240,20 @@ def _subset(video, ids):
 # --------------------------------------------------------------------------- end to end
 
 
+def timed_detect(clip: Path, settings: list[tuple[str, list[str]]], repeats: int, out: Path) -> dict[str, float]:
+    """Median wall seconds of whole ``vidtag detect CLIP --link none --format coco EXTRA`` processes
+    per ``(label, EXTRA)`` setting, the settings taking turns ``repeats`` times."""
+    times: dict[str, list[float]] = {label: [] for label, _ in settings}
+    for _ in range(repeats):
+        for label, extra in settings:
+            cmd = [sys.executable, "-m", "vidtag.cli", "detect", str(clip), "--link", "none", "--format", "coco",
+                   "-o", str(out), "--overwrite", "-q", *extra]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times[label].append(time.perf_counter() - t0)
+    return {label: statistics.median(t) for label, t in times.items()}
+
+
 def e2e(settings: list[tuple[str, list[str]]], repeats: int, say) -> list[dict]:
     """Whole ``vidtag detect`` processes on a 720p and a 640x480 clip; median seconds per setting."""
     from vidtag.synth import load_image, synth_clip, write_clip
@@ -254,17 +268,10 @@ def e2e(settings: list[tuple[str, list[str]]], repeats: int, say) -> list[dict]:
             name = f"{size[0]}x{size[1]}, {frames} frames" + (", degraded" if degraded else "")
             path = Path(tmp) / f"clip-{size[0]}x{size[1]}{'-degraded' if degraded else ''}.mp4"
             write_clip(clip, path)
-            times: dict[str, list[float]] = {label: [] for label, _ in settings}
-            for _ in range(repeats):
-                for label, extra in settings:
-                    cmd = [sys.executable, "-m", "vidtag.cli", "detect", str(path), "--link", "none", "--format", "coco",
-                           "-o", str(Path(tmp) / "out"), "--overwrite", "-q", *extra]
-                    t0 = time.perf_counter()
-                    subprocess.run(cmd, check=True, capture_output=True)
-                    times[label].append(time.perf_counter() - t0)
-            base = statistics.median(times[settings[0][0]])
+            walls = timed_detect(path, settings, repeats, Path(tmp) / "out")
+            base = walls[settings[0][0]]
             for label, extra in settings:
-                wall = statistics.median(times[label])
+                wall = walls[label]
                 rows.append({"clip": name, "setting": label, "args": " ".join(extra),
                              "wall_s": round(wall, 2), "speed_vs_frame": round(base / wall, 2)})
                 say(f"  {rows[-1]['clip']:<34} {label:<28} {wall:6.1f} s  {base / wall:5.2f}x")
@@ -288,21 +295,15 @@ def choose_within_speed(candidates: list[dict], repeats: int, say) -> dict:
         for w, h in SPEED_CLIPS:
             clips[f"{w}x{h}"] = folder / f"clip-{w}x{h}.mp4"
             write_clip(synth_clip(load_image(STILLS / SPEED_CLIP[0]), SPEED_CLIP[1], 300, (w, h)), clips[f"{w}x{h}"])
-        for row in candidates:
+        for i, row in enumerate(candidates):
             spec = {k: row[k] for k in IFF_GRID[0]}
-            path = folder / f"iff-{len(list(folder.glob('iff-*.json')))}.json"
+            path = folder / f"iff-{i}.json"
             path.write_text(json.dumps({**manifest, "inference": {"config": spec}}))
+            settings = [("frame", []), ("iff", ["--method", "iff", "--iff-weights", str(path)])]
             ratios = {}
             for name, clip in clips.items():
-                times: dict[str, list[float]] = {"frame": [], "iff": []}
-                for _ in range(repeats):
-                    for label, extra in (("frame", []), ("iff", ["--method", "iff", "--iff-weights", str(path)])):
-                        cmd = [sys.executable, "-m", "vidtag.cli", "detect", str(clip), "--link", "none", "--format", "coco",
-                               "-o", str(folder / "out"), "--overwrite", "-q", *extra]
-                        t0 = time.perf_counter()
-                        subprocess.run(cmd, check=True, capture_output=True)
-                        times[label].append(time.perf_counter() - t0)
-                ratios[name] = round(statistics.median(times["iff"]) / statistics.median(times["frame"]), 2)
+                walls = timed_detect(clip, settings, repeats, folder / "out")
+                ratios[name] = round(walls["iff"] / walls["frame"], 2)
             row["wall_vs_frame"] = ratios
             say(f"- {spec}: " + ", ".join(f"{name} {r:.2f}x" for name, r in ratios.items()))
             if max(ratios.values()) <= IFF_MAX_WALL_VS_FRAME:

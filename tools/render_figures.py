@@ -643,7 +643,8 @@ def _iff_modules_sentence(record: dict, shipped: dict, before: dict) -> str:
                 "so their rows are in-scene;")
     if ran == before["sha256"]:
         return (f"The iff rows ran the modules shipped before (`weights/{before['name']}.json`), trained on the first halves of "
-                "these clips only; the shipped ones were trained on the same halves and six synthetic clips, so both are in-scene here;")
+                f"these clips only; the shipped ones were trained on {_training_data(shipped['training'])}, so both are "
+                "in-scene here;")
     return f"The iff rows ran modules (sha256 {ran[:12]}) that no manifest here names;"
 
 

@@ -313,11 +313,7 @@ class VideoJob:
             WeightsError: the runner's weights or options differ from the
                 driver's (another vidtag or other weights on this node).
         """
-        key = (self.settings, self.make_runner)
-        cached = _WORKER_RUNNER.get(key)
-        if cached is None:
-            _WORKER_RUNNER.clear()  # one runner per worker process: memory stays bounded
-            cached = _WORKER_RUNNER[key] = (self.make_runner or Runner)(self.settings)
+        cached = _process_runner(self.settings, self.make_runner)
         info = cached.run_info()
         if info != self.run_info:
             import socket
@@ -343,9 +339,16 @@ def worker_run_info(settings: Settings, make_runner: Callable[[Settings], "Runne
     Raises:
         the errors of building the runner (bad settings, weights).
     """
-    _WORKER_RUNNER.clear()
-    runner = _WORKER_RUNNER[(settings, make_runner)] = (make_runner or Runner)(settings)
-    return runner.run_info()
+    return _process_runner(settings, make_runner).run_info()
+
+
+def _process_runner(settings: Settings, make_runner: Callable[[Settings], "Runner"] | None) -> Runner:
+    """This process's runner for ``settings``, built on first use; one per process, so memory stays bounded."""
+    key = (settings, make_runner)
+    if key not in _WORKER_RUNNER:
+        _WORKER_RUNNER.clear()
+        _WORKER_RUNNER[key] = (make_runner or Runner)(settings)
+    return _WORKER_RUNNER[key]
 
 
 def driver_runner(settings: Settings) -> Runner:
