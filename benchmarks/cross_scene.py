@@ -22,8 +22,13 @@ a setting.  The scenes:
   keep the confirm stills and the held-out halves out of their data.
 * **confirm-fresh** (synthetic clips over ``FRESH_STILLS``, objects pasted
   from the other stills): added when iff's per-cell fusion was designed
-  after its figures on confirm-synthetic had been seen; no setting or design
-  choice has looked at these, so they are the clean confirmation.
+  after its figures on confirm-synthetic had been seen.  No setting was
+  chosen on them, but iff's ``carry`` was designed after the stride
+  baseline's figures here had been seen.
+* **confirm-new** (two synthetic clips over each of ``NEW_STILLS``: photos
+  that scikit-image and matplotlib ship, objects pasted from the other new
+  photos): added with ``carry``, before any method ran on them; the clean
+  confirmation of everything above.
 
 Ground truth: ``--method frame``'s own boxes with score >= 0.4 on the clean
 frames (fidelity measures how close a faster method stays to it).  Each
@@ -32,10 +37,10 @@ of :mod:`vidtag.degrade`, 40% of the frames).  AP50 is pycocotools' over the
 classes with at least ``MIN_CLASS_BOXES`` (10) ground-truth boxes in the scope.
 
 IFF-Net rows (the shipped modules, trained on the first halves of the real
-clips: in-scene on **real**) print their per-clip gain over ``frame`` on the
+clips and synthetic clips over the choose stills: in-scene on **real**) print their per-clip gain over ``frame`` on the
 whole degraded clip and the worst clip, and the weight frames give their own
 features (clean clips, clean and degraded frames of degraded clips).  IFF's
-``clean_gate``, ``window_step`` and ``fusion`` are chosen on the choose
+``clean_gate``, ``window_step``, ``fusion`` and ``carry`` are chosen on the choose
 scenes (the best AP50 of their whole degraded clips among the settings that
 lose at most a point to ``frame`` on each of them and, run as whole
 ``vidtag detect`` processes on ``bench_e2e.py``'s clip at 1280x720 and
@@ -84,7 +89,10 @@ CHOOSE_STILLS = ("messi5.jpg", "basketball1.png", "leuvenA.jpg", "fruits.jpg", "
 CONFIRM_STILLS = ("basketball2.png", "leuvenB.jpg", "licenseplate_motion.jpg", "squirrel_cls.jpg", "stuff.jpg",
                   "apple.jpg", "orange.jpg", "aero1.jpg", "baboon.jpg", "chicky_512.png")
 FRESH_STILLS = ("HappyFish.jpg", "board.jpg", "building.jpg", "butterfly.jpg", "rubberwhale1.png")  # confirm-fresh (see the module doc)
-SCOPES = ("choose", "confirm-synthetic", "confirm-fresh", "real")
+NEW_STILLS = (("skimage", "astronaut.png"), ("skimage", "chelsea.png"), ("skimage", "coffee.png"),
+              ("skimage", "motorcycle_left.png"), ("skimage", "rocket.jpg"), ("matplotlib", "grace_hopper.jpg"))  # confirm-new
+NEW_CLIPS_PER_STILL = 2
+SCOPES = ("choose", "confirm-synthetic", "confirm-fresh", "confirm-new", "real")
 SYNTH_SIZE = (640, 480)
 SEED = 1000  # degradation seed of the first clip (benchmark seeds are 1000-1999)
 SYNTH_SEED = 2000  # motion seed of the first synthetic clip
@@ -95,8 +103,8 @@ BATCH = 8
 GRID = [dict(appearance_temperature=t, appearance_prior=p, use_rfu=rfu, two_sided=two)
         for t in (20.0, 50.0, 100.0) for p in (0.0, 3.0, 6.0) for rfu in (False, True) for two in (True, False)]
 TRAINED = dict(nonkey_affinity="memory", use_rfu=True)  # the modules as trained (the manifest's psla_config)
-IFF_GRID = [dict(self_prior=0.0, clean_gate=g, window_step=w, fusion=f)
-            for g in (0.8, 0.9, 1.0) for w in (1, 2) for f in ("frame", "cells")]  # iff's inference grid
+IFF_GRID = [dict(self_prior=0.0, clean_gate=g, window_step=w, fusion=f, carry=c)
+            for g in (0.8, 0.9, 1.0) for w in (1, 2) for f in ("frame", "cells") for c in (False, True)]  # iff's inference grid
 IFF_WORST_ALLOWED = -0.01  # iff's rule: the best mean among settings no choose clip loses more than this with
 IFF_MAX_WALL_VS_FRAME = 2.0  # ... and whose whole-process wall time is at most this many times frame's on each speed clip
 SPEED_CLIPS = ((1280, 720), (640, 480))  # bench_e2e.py's synthetic clip (300 frames) at these sizes: the speed rule's clips
@@ -139,6 +147,20 @@ def make_scene(name: str, scope: str, frames: np.ndarray, seed: int) -> Scene:
     return Scene(name, scope, frames, mask, degraded)
 
 
+def new_still(package: str, name: str) -> Path:
+    """A photo a package ships: scikit-image's ``skimage/data`` or matplotlib's sample data."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        raise SystemExit(f"{package} is not installed: pip install 'vidtag[bench]' (the confirm-new photos come with it)")
+    folder = Path(spec.submodule_search_locations[0])
+    path = folder / "data" / name if package == "skimage" else folder / "mpl-data" / "sample_data" / name
+    if not path.is_file():
+        raise SystemExit(f"{path}: not in this {package} install")
+    return path
+
+
 def load_scenes(frames: int, real_frames: int, footage: Path) -> list[Scene]:
     from vidtag.synth import load_image, synth_clip
 
@@ -153,6 +175,13 @@ def load_scenes(frames: int, real_frames: int, footage: Path) -> list[Scene]:
     for j, name in enumerate(FRESH_STILLS):
         clip = synth_clip(load_image(STILLS / name), SYNTH_SEED + 500 + j, frames, SYNTH_SIZE, others=pasted[(3 * j) % len(pasted) :][:3])
         scenes.append(make_scene(Path(name).stem, "confirm-fresh", clip, SEED + 500 + j))
+    new = {Path(name).stem: load_image(new_still(package, name)) for package, name in NEW_STILLS}
+    for j, (name, photo) in enumerate(new.items()):
+        others = [p for n, p in new.items() if n != name]
+        for c in range(NEW_CLIPS_PER_STILL):
+            k = NEW_CLIPS_PER_STILL * j + c
+            clip = synth_clip(photo, SYNTH_SEED + 700 + k, frames, SYNTH_SIZE, others=others[(c + j) % len(others) :][:3])
+            scenes.append(make_scene(f"{name}-{c + 1}", "confirm-new", clip, SEED + 700 + k))
     for j, clip in enumerate(CLIPS):
         path = footage / clip.file
         if file_sha256(path) != clip.sha256:
@@ -449,10 +478,10 @@ def main() -> None:
     if skip_iff:
         iff_chosen = json.loads((ROOT / "weights" / "iff-nanodet-g.json").read_text())["inference"]["config"]
     else:
-        say("## Choosing iff's clean gate, window step and fusion (choose scenes only, AP50 on the whole degraded clips)")
+        say("## Choosing iff's clean gate, window step, fusion and carry (choose scenes only, AP50 on the whole degraded clips)")
         say("")
-        say("| clean gate | window step | fusion | fidelity | AP50 degraded frames | AP50 whole degraded clip | worst clip vs frame | model speed vs frame |")
-        say("|---:|---:|---|---:|---:|---:|---:|---:|")
+        say("| clean gate | window step | fusion | carry | fidelity | AP50 degraded frames | AP50 whole degraded clip | worst clip vs frame | model speed vs frame |")
+        say("|---:|---:|---|---|---:|---:|---:|---:|---:|")
         t0 = time.perf_counter()
         frame_preds = {n: run(frame_detector, scorer.scenes[n], True)[0] for n in choose}
         for n in choose:
@@ -469,7 +498,7 @@ def main() -> None:
             row = {**spec, "fidelity": scorer.score(choose, clean), "degraded_frames": scorer.score(choose, degraded, "degraded"),
                    "degraded_clip": scorer.score(choose, degraded), "worst_clip_gain": min(gains), "model_fps": fps}
             iff_grid.append(row)
-            say(f"| {spec['clean_gate']:g} | {spec['window_step']} | {spec['fusion']} | {pct(row['fidelity'])} | {pct(row['degraded_frames'])} | "
+            say(f"| {spec['clean_gate']:g} | {spec['window_step']} | {spec['fusion']} | {'on' if spec['carry'] else 'off'} | {pct(row['fidelity'])} | {pct(row['degraded_frames'])} | "
                 f"{pct(row['degraded_clip'])} | {100 * row['worst_clip_gain']:+.1f} | {fps / frame_fps_choose:.2f}x |")
         allowed = [r for r in iff_grid if r["worst_clip_gain"] >= IFF_WORST_ALLOWED] or iff_grid
         say("")
@@ -503,6 +532,7 @@ def main() -> None:
     settings += [("psla, k=10, mass promotion 0.85", {"method": "psla", **chosen, "promote_mass_below": 0.85, "key_interval": 10})]
     settings += [("iff (window 20, shipped)", {"method": "iff", **iff_chosen}),
                  ("iff, gate 0.9, step 2, frame fusion", {"method": "iff", "self_prior": 0.0, "clean_gate": 0.9, "window_step": 2, "fusion": "frame"}),
+                 ("iff (shipped) without carry", {"method": "iff", **iff_chosen, "carry": False}),
                  ("iff, cell fusion without a gate", {"method": "iff", "self_prior": 0.0, "clean_gate": 0.0, "window_step": 2, "fusion": "cells"}),
                  ("iff, as trained (no gate, every neighbour)",
                   {"method": "iff", "self_prior": 0.0, "clean_gate": 0.0, "window_step": 1, "fusion": "frame"})]
@@ -546,12 +576,13 @@ def main() -> None:
         row["accuracy_pass_fps"], row["model_fps"] = row["model_fps"], fps
     frame_fps = results[0]["model_fps"]
 
-    for scope in ("confirm-synthetic", "confirm-fresh", "real", "choose"):
+    for scope in ("confirm-synthetic", "confirm-fresh", "confirm-new", "real", "choose"):
         names = scopes[scope]
         say(f"## {scope}: {', '.join(names)}")
         say("")
         note = {"confirm-synthetic": "no method saw these scenes; iff's cell fusion was added after its figures here were seen",
-                "confirm-fresh": "no method saw these scenes, and no setting or design choice was made after seeing them", "real": "trained modules saw the first halves of these clips (in-scene for their rows); nothing else did",
+                "confirm-fresh": "no method saw these scenes and no setting was chosen on them; iff's carry was designed after the stride baseline's figures here were seen",
+                "confirm-new": "added with iff's carry, before any method ran on them: no choice of any kind has seen these scenes", "real": "trained modules saw the first halves of these clips (in-scene for their rows); nothing else did",
                 "choose": "psla's settings were chosen here (and modules trained on these stills saw them): not a cross-scene figure"}[scope]
         say(f"({note})")
         say("")

@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom up: (layer, its mo
     ("types", ("vidtag.types", "vidtag.errors", "vidtag.coco_classes", "vidtag.heap", "vidtag.timing")),
     ("ops", ("vidtag.ops",)),
     ("io", ("vidtag.io", "vidtag.weights", "vidtag.degrade", "vidtag.synth", "vidtag.testclip")),
-    ("shots", ("vidtag.shots", "vidtag.stride")),
+    ("shots", ("vidtag.shots", "vidtag.stride", "vidtag.carry")),
     ("models", ("vidtag.models",)),
     ("linking", ("vidtag.linking", "vidtag.seqnms_reference")),
     ("formats", ("vidtag.formats",)),

@@ -345,7 +345,7 @@ def load_module_manifest(path: str | Path | None, default_name: str, base_manife
     return manifest, file
 
 
-INFERENCE_IFF_OPTIONS = ("window", "window_step", "module", "cut_threshold", "lookalike_threshold", "self_prior", "clean_gate", "fusion")
+INFERENCE_IFF_OPTIONS = ("window", "window_step", "module", "cut_threshold", "lookalike_threshold", "self_prior", "clean_gate", "fusion", "carry")
 
 
 def _build_iff(nanodet, base_manifest, options: DetectOptions, device: torch.device, overrides: dict, iff_weights=None):

@@ -54,6 +54,13 @@ The paper's parts, mapped onto NanoDet (equations in ``docs/equations.md``):
   whose best class score is higher (the frame's own on a tie), class scores
   and box together (:func:`fuse_by_cell`): a position the frame sees well
   keeps its own box and score, a position it lost takes the window's.
+* Carry (``carry``, not in FGFA, inference only; no effect without the gate): a frame the
+  gate finds degraded also takes the boxes that the nearest clean frames
+  before and after it (within its window and shot; clean by the same mass
+  test) both see, placed on it by straight-line interpolation, where it has
+  no such box of its own (:mod:`vidtag.carry`).  Aggregation recovers what
+  the window's features can align; carry recovers an object the frame lost
+  entirely, from the boxes of the frames that saw it.
 * Window (``window`` neighbours, default 20 = +-10): frames before the first
   and after the last are the first and last frame repeated, and each repeat
   counts in the softmax.  ``window = 0`` is the per-frame detector exactly.
@@ -87,6 +94,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidtag.carry import add_unseen, carry_over
 from vidtag.models import modules_file
 from vidtag.models.nanodet import MASS_MIN_SCORE, NanoDet, NanoDetOutput, confidence_mass
 from vidtag.models.video_detector import VideoDetectorBase, check_frame_shape
@@ -118,6 +126,7 @@ class IFFConfig:
     window_step: int = 1  # aggregate every step-th frame of the window (at most window/2), each counting as window / (neighbours used) frames (module doc)
     clean_gate: float = 0.0  # a frame whose confidence mass is >= this fraction of its window's median keeps its own detections (module doc); 0 = off
     fusion: str = "frame"  # an aggregated frame's output: "frame" (own or aggregated, by mass) or "cells" (per head cell, the more confident; module doc)
+    carry: bool = False  # a frame the gate finds degraded also takes the boxes its nearest clean frames on both sides see (vidtag.carry); no effect without a gate
 
     @classmethod
     def from_saved(cls, saved: dict, **overrides) -> "IFFConfig":
@@ -334,7 +343,7 @@ class IFFDetector(nn.Module):
         self.config = config
         self.engine = None  # inference only: a vidtag.models.runtime.OnnxNanoDet that runs N_m and the head instead of torch
 
-    INFERENCE_FIELDS = ("window", "window_step", "cut_threshold", "self_prior", "lookalike_threshold", "clean_gate", "fusion")
+    INFERENCE_FIELDS = ("window", "window_step", "cut_threshold", "self_prior", "lookalike_threshold", "clean_gate", "fusion", "carry")
     """Config fields that may change after training (the modules do not depend on them)."""
 
     def configure(self, **changes) -> None:
@@ -608,6 +617,8 @@ class IFFVideoDetector(VideoDetectorBase):
     ``config.fusion == "frame"``, keep the aggregated detections where those
     carry more mass than their own, or with ``"cells"`` take, cell by cell,
     the more confident of their own and the aggregated head output.
+    With ``config.carry``, a frame the gate found degraded also takes the boxes
+    its nearest clean frames on both sides see (``carried_frames`` lists them).
     ``own_frames`` lists the frames that kept their own detections in the
     last video, ``own_weight`` the current frame's mean aggregation weight
     per frame (1 where it kept its own).
@@ -628,6 +639,7 @@ class IFFVideoDetector(VideoDetectorBase):
         self.replaced = 0  # window neighbours replaced by the frame itself in the last video (lookalike_window)
         self.own: dict[int, OwnOutput] = {}  # clean gate / cell fusion: each frame's output on its own features, by index
         self.own_frames: list[int] = []  # frames of the last video that kept their own detections (clean gate)
+        self.carried_frames: list[int] = []  # frames of the last video that took boxes from clean neighbours (config.carry)
         self.own_weight: dict[int, float] = {}  # last video: the current frame's mean aggregation weight (1: kept its own)
         self.gate_score = MASS_MIN_SCORE  # class scores below this do not count towards the confidence mass
 
@@ -650,7 +662,7 @@ class IFFVideoDetector(VideoDetectorBase):
         self.ring = ring = FeatureRing(2 * radius + 1, self.model.per_frame_modules if lazy else None)
         self.shots = ShotBoundaries(self.model.config.cut_threshold, self.options.imgsz)
         self.thumbs, self.own = {}, {}
-        self.replaced, self.own_frames, self.own_weight = 0, [], {}
+        self.replaced, self.own_frames, self.own_weight, self.carried_frames = 0, [], {}, []
         cells = self.model.config.fusion == "cells"
         own_pass = self.model.config.clean_gate > 0 or cells  # the head also runs on each frame's own features
         box, shape, emitted = None, None, 0
@@ -699,17 +711,36 @@ class IFFVideoDetector(VideoDetectorBase):
             self.replaced += sum(a != b for a, b in zip(neighbours, kept))
             neighbours = kept
         gate, own = self.model.config.clean_gate, self.own.get(t)
-        if gate > 0 and own.mass >= gate * float(np.median([self.own[j].mass for j in [t] + neighbours])):
-            return self._keep_own(t, own.detections)
+        if gate > 0:
+            clean_mass = gate * float(np.median([self.own[j].mass for j in [t] + neighbours]))
+            if own.mass >= clean_mass:
+                return self._keep_own(t, own.detections)
         counts = None if step == 1 else torch.full((len(neighbours),), self.model.config.window / len(neighbours), device=self.device)
         agg = self.model.aggregate(self.ring.gather([t]), self.ring.gather(neighbours), counts)
         out = self.model.predict(agg.features)
         if self.model.config.fusion == "cells":
             out = fuse_by_cell(own.raw, out)
         elif gate > 0 and float(confidence_mass(out.cls_scores, self.gate_score)[0]) < own.mass:
-            return self._keep_own(t, own.detections)  # the window did not help this frame: it sees less than the frame alone
+            # the window did not help this frame: it sees less than the frame alone
+            return self._carry(t, self._keep_own(t, own.detections), clean_mass, first, end)
         self.own_weight[t] = float(torch.stack([w[0].mean() for w in agg.weights]).mean())
-        return self.options.postprocess(out, box)[0]
+        dets = self.options.postprocess(out, box)[0]
+        return self._carry(t, dets, clean_mass, first, end) if gate > 0 else dets
+
+    def _carry(self, t: int, dets: Detections, clean_mass: float, first: int, end: int) -> Detections:
+        """With ``config.carry``: ``dets`` of degraded frame t plus the boxes that the nearest
+        frames before and after t within its window and shot (``first`` .. ``end - 1``) whose
+        own mass is at least ``clean_mass`` both see, interpolated to t (:mod:`vidtag.carry`)."""
+        if not self.model.config.carry:
+            return dets
+        radius = self.model.config.radius
+        before = next((j for j in range(t - 1, max(first, t - radius) - 1, -1) if self.own[j].mass >= clean_mass), None)
+        after = next((j for j in range(t + 1, min(end - 1, t + radius) + 1) if self.own[j].mass >= clean_mass), None)
+        if before is None or after is None:
+            return dets
+        self.carried_frames.append(t)
+        carried = carry_over(self.own[before].detections, self.own[after].detections, (t - before) / (after - before))
+        return add_unseen(dets, carried)
 
     def _keep_own(self, t: int, dets: Detections) -> Detections:
         self.own_frames.append(t)
