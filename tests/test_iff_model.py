@@ -283,21 +283,76 @@ def _whole_video_reference(model, frames, imgsz, shots=None, gate_score=0.3):
             if threshold > 0:
                 neighbours = [j if float(torch.dot(thumbs[j], thumbs[t])) >= threshold else t for j in neighbours]
             out = model.predict(model.aggregate(ff.select([t]), ff.select(neighbours), counts).features)
+            carried = None
             if model.config.clean_gate > 0:
                 def mass(output):
                     return sum(float(v) for v in output.cls_scores[0].max(dim=-1).values if v >= gate_score)
 
-                own = model.predict(ff.select([t]).features)
-                window = sorted(mass(model.predict(ff.select([j]).features)) for j in [t] + neighbours)
+                def alone(j):
+                    return model.predict(ff.select([j]).features)
+
+                own = alone(t)
+                window = sorted(mass(alone(j)) for j in [t] + neighbours)
                 median = (window[(len(window) - 1) // 2] + window[len(window) // 2]) / 2
-                if mass(own) >= model.config.clean_gate * median:
+                clean = model.config.clean_gate * median
+                if mass(own) >= clean:
                     out = own
                 elif model.config.fusion == "cells":
                     out = _fuse_cells_loop(own, out)
                 elif mass(out) < mass(own):
                     out = own
-            dets += postprocess(out, box, conf_threshold=0.05, iou_threshold=0.6, max_det=100)
+                if mass(own) < clean and model.config.carry:
+                    r = model.config.radius
+                    before = [j for j in range(max(first, t - r), t) if mass(alone(j)) >= clean]
+                    after = [j for j in range(t + 1, min(end, t + r + 1)) if mass(alone(j)) >= clean]
+                    if before and after:
+                        a, b = before[-1], after[0]
+                        carried = _carry_loop(*(postprocess(alone(j), box, conf_threshold=0.05, iou_threshold=0.6, max_det=100)[0]
+                                                for j in (a, b)), (t - a) / (b - a))
+            frame = postprocess(out, box, conf_threshold=0.05, iou_threshold=0.6, max_det=100)[0]
+            dets.append(frame if carried is None else _add_unseen_loop(frame, carried))
     return dets
+
+
+def _box_iou_loop(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union if union > 0 else 0.0
+
+
+def _carry_loop(before, after, u, min_iou=0.3):
+    """Plain loops: pair same-label boxes of the frames before and after, largest IoU
+    (>= min_iou) first, and place each pair at fraction u, scored by the lower score."""
+    from vidtag.types import Detections
+
+    boxes, scores, labels, used_i, used_j = [], [], [], set(), set()
+    while True:
+        best = None
+        for i in range(len(before)):
+            for j in range(len(after)):
+                if i not in used_i and j not in used_j and before.labels[i] == after.labels[j]:
+                    v = _box_iou_loop(before.boxes[i].tolist(), after.boxes[j].tolist())
+                    if v >= min_iou and (best is None or v > best[0]):
+                        best = (v, i, j)
+        if best is None:
+            return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32), np.array(labels, np.int64))
+        _, i, j = best
+        used_i.add(i)
+        used_j.add(j)
+        boxes.append([(1 - u) * float(p) + u * float(q) for p, q in zip(before.boxes[i], after.boxes[j])])
+        scores.append(min(float(before.scores[i]), float(after.scores[j])))
+        labels.append(int(before.labels[i]))
+
+
+def _add_unseen_loop(frame, carried, seen_iou=0.5):
+    from vidtag.types import Detections
+
+    keep = [k for k in range(len(carried))
+            if not any(frame.labels[n] == carried.labels[k] and _box_iou_loop(frame.boxes[n].tolist(), carried.boxes[k].tolist()) >= seen_iou
+                       for n in range(len(frame)))]
+    return Detections(np.concatenate([frame.boxes, carried.boxes[keep]]), np.concatenate([frame.scores, carried.scores[keep]]),
+                      np.concatenate([frame.labels, carried.labels[keep]]))
 
 
 @pytest.mark.parametrize("window,chunk,step", [(4, 3, 1), (6, 8, 1), (0, 5, 1), (8, 3, 2), (6, 4, 3)])
@@ -581,18 +636,57 @@ def _gated_detector(nanodet, frames, window, gate_score):
     return detector
 
 
-@pytest.mark.parametrize("chunk,fusion", [(3, "frame"), (8, "frame"), (3, "cells"), (8, "cells")])
-def test_clean_gate_equals_the_whole_video_reference(nanodet, chunk, fusion):
+@pytest.mark.parametrize("chunk,fusion,carry", [(3, "frame", False), (8, "frame", False), (3, "cells", False), (8, "cells", False),
+                                                 (3, "frame", True), (8, "cells", True)])
+def test_clean_gate_equals_the_whole_video_reference(nanodet, chunk, fusion, carry):
     frames = _frames(13, seed=3)
     frames[5:8] = (frames[5:8] * 0.3).astype(np.uint8)  # a dark stretch
     detector = _gated_detector(nanodet, frames, 4, gate_score=0.01)
-    detector.model.configure(fusion=fusion)
+    detector.model.configure(fusion=fusion, carry=carry)
     dets = list(detector.run(_chunks(frames, chunk)))
     ref = _whole_video_reference(detector.model, frames, 96, gate_score=0.01)
     assert 0 < len(detector.own_frames) < len(frames)  # both branches ran
+    if carry:
+        assert detector.carried_from  # some frame took boxes from its clean neighbours
+        detector.model.configure(carry=False)
+        plain = list(detector.run(_chunks(frames, chunk)))
+        assert sum(map(len, dets)) > sum(map(len, plain))  # and kept boxes it did not have
     for d, r in zip(dets, ref, strict=True):
         np.testing.assert_allclose(d.boxes, r.boxes, atol=1e-3)
         np.testing.assert_allclose(d.scores, r.scores, atol=1e-5)
+
+
+def test_carry_takes_boxes_from_the_nearest_clean_frames_of_the_shot(nanodet):
+    """Frame 3 goes dark among clean frames: it takes the boxes frames 2 and 4 both see,
+    and the result is the plain-loop reference's."""
+    frames = _frames(9, seed=0)
+    frames[3] = (frames[3] * 0.05).astype(np.uint8)
+    model = build_iff(nanodet, IFFConfig(window=4, clean_gate=0.9, carry=True))
+    detector = IFFVideoDetector(model, ("x",) * 80, DetectOptions(conf=0.05, imgsz=96))
+    detector.gate_score = 0.01
+    dets = list(detector.run(_chunks(frames, 4)))
+    assert detector.carried_from == {3: (2, 4)}
+    ref = _whole_video_reference(model, frames, 96, gate_score=0.01)
+    for d, r in zip(dets, ref, strict=True):
+        np.testing.assert_allclose(d.boxes, r.boxes, atol=1e-3)
+        np.testing.assert_allclose(d.scores, r.scores, atol=1e-5)
+
+
+def test_carry_never_takes_boxes_across_a_cut(nanodet):
+    """Frames 6 and 7 start a shot and are dark; frames 5 (the last of the shot before)
+    and 8 are clean and see the same box.  Within its shot, frame 7 has no clean frame
+    before it: it takes nothing.  Were the cut not there, it would take the box."""
+    from vidtag.models.iff import OwnOutput
+    from vidtag.types import Detections
+
+    detector = IFFVideoDetector(build_iff(nanodet, IFFConfig(window=4, clean_gate=0.9, carry=True)), ("x",) * 80,
+                                DetectOptions(conf=0.05, imgsz=96))
+    seen = Detections(np.array([[10, 10, 30, 30]], np.float32), np.array([0.8], np.float32), np.array([0]))
+    detector.own = {j: OwnOutput(1.0 if j in (5, 8) else 0.1, seen if j in (5, 8) else Detections.empty(), None) for j in range(4, 10)}
+    assert len(detector._carry(7, Detections.empty(), 0.9, first=6, end=11)) == 0 and detector.carried_from == {}
+    carried = detector._carry(7, Detections.empty(), 0.9, first=0, end=11)
+    assert detector.carried_from == {7: (5, 8)}
+    np.testing.assert_allclose(carried.boxes, seen.boxes)
 
 
 def test_clean_gate_gives_the_per_frame_detector_on_frames_it_keeps(nanodet):

@@ -618,7 +618,8 @@ class IFFVideoDetector(VideoDetectorBase):
     carry more mass than their own, or with ``"cells"`` take, cell by cell,
     the more confident of their own and the aggregated head output.
     With ``config.carry``, a frame the gate found degraded also takes the boxes
-    its nearest clean frames on both sides see (``carried_frames`` lists them).
+    its nearest clean frames on both sides see (``carried_from`` maps each such
+    frame to the two frames it took them from).
     ``own_frames`` lists the frames that kept their own detections in the
     last video, ``own_weight`` the current frame's mean aggregation weight
     per frame (1 where it kept its own).
@@ -639,7 +640,7 @@ class IFFVideoDetector(VideoDetectorBase):
         self.replaced = 0  # window neighbours replaced by the frame itself in the last video (lookalike_window)
         self.own: dict[int, OwnOutput] = {}  # clean gate / cell fusion: each frame's output on its own features, by index
         self.own_frames: list[int] = []  # frames of the last video that kept their own detections (clean gate)
-        self.carried_frames: list[int] = []  # frames of the last video that took boxes from clean neighbours (config.carry)
+        self.carried_from: dict[int, tuple[int, int]] = {}  # last video, config.carry: frame -> the clean frames it took boxes from
         self.own_weight: dict[int, float] = {}  # last video: the current frame's mean aggregation weight (1: kept its own)
         self.gate_score = MASS_MIN_SCORE  # class scores below this do not count towards the confidence mass
 
@@ -662,7 +663,7 @@ class IFFVideoDetector(VideoDetectorBase):
         self.ring = ring = FeatureRing(2 * radius + 1, self.model.per_frame_modules if lazy else None)
         self.shots = ShotBoundaries(self.model.config.cut_threshold, self.options.imgsz)
         self.thumbs, self.own = {}, {}
-        self.replaced, self.own_frames, self.own_weight, self.carried_frames = 0, [], {}, []
+        self.replaced, self.own_frames, self.own_weight, self.carried_from = 0, [], {}, {}
         cells = self.model.config.fusion == "cells"
         own_pass = self.model.config.clean_gate > 0 or cells  # the head also runs on each frame's own features
         box, shape, emitted = None, None, 0
@@ -738,7 +739,7 @@ class IFFVideoDetector(VideoDetectorBase):
         after = next((j for j in range(t + 1, min(end - 1, t + radius) + 1) if self.own[j].mass >= clean_mass), None)
         if before is None or after is None:
             return dets
-        self.carried_frames.append(t)
+        self.carried_from[t] = (before, after)
         carried = carry_over(self.own[before].detections, self.own[after].detections, (t - before) / (after - before))
         return add_unseen(dets, carried)
 
