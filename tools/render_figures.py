@@ -240,7 +240,7 @@ def render_e2e_table(record: dict) -> str:
 
 # --- cross-scene.json (benchmarks/cross_scene.py) -----------------------------------------------------
 
-UNSEEN, FRESH, REAL = "confirm-synthetic", "confirm-fresh", "real"
+UNSEEN, FRESH, NEW, REAL = "confirm-synthetic", "confirm-fresh", "confirm-new", "real"
 FRAME, STRIDE2, STRIDE3 = "frame", "frame --vid-stride 2", "frame --vid-stride 3"
 E2E_FLOOR = "frame --vid-stride 1000 (the network on one frame: start-up, decoding and writing)"
 PSLA, PSLA_K5, PSLA_K3 = "psla, k=10", "psla, k=5", "psla, k=3"
@@ -250,6 +250,8 @@ IFF, IFF_AS_TRAINED = "iff (window 20, shipped)", "iff, as trained (no gate, eve
 FUSION_NAMES = {"cells": "cell", "frame": "frame"}  # IFFConfig.fusion as the documents write it
 IFF_FRAME_FUSION, IFF_NO_GATE = "iff, gate 0.9, step 2, frame fusion", "iff, cell fusion without a gate"
 IFF_REAL_ONLY = "iff (real-only modules)"  # cross_scene.py --trained 'real-only modules=weights/iff-real-nanodet-g.json'
+IFF_NO_CARRY = "iff (shipped) without carry"
+SCOPE_NAMES = {UNSEEN: "unseen", FRESH: "fresh", NEW: "new", REAL: "real"}
 
 
 class CrossScene:
@@ -315,22 +317,26 @@ def render_cross_scene(record: dict) -> str:
         (f"psla, k=10, a frame whose confidence mass falls below {mass} of its key frame's runs the whole network", PSLA_MASS, False),
         ("psla, k=5", PSLA_K5, False),
         ("psla, k=3", PSLA_K3, False),
-        (f"iff (shipped: clean gate {chosen['clean_gate']:g}, window step {chosen['window_step']}, {FUSION_NAMES[chosen['fusion']]} fusion)", IFF, True),
-        ("iff, clean gate 0.9, window step 2, frame fusion", IFF_FRAME_FUSION, True),
+        (f"iff (shipped: clean gate {chosen['clean_gate']:g}, window step {chosen['window_step']}, {FUSION_NAMES[chosen['fusion']]} fusion"
+         f"{', carry' if chosen.get('carry') else ''})", IFF, True),
+        ("iff, the shipped settings without carry", IFF_NO_CARRY, True),
+        ("iff, clean gate 0.9, window step 2, frame fusion (shipped before)", IFF_FRAME_FUSION, True),
         ("iff, cell fusion without a gate", IFF_NO_GATE, True),
         ("iff, as trained (no gate, every neighbour)", IFF_AS_TRAINED, True),
     )
-    shipped_spec = {k: chosen[k] for k in ("clean_gate", "window_step", "fusion")}
-    rows = tuple(r for r in rows if r[1] != IFF_FRAME_FUSION  # the same setting as the shipped row: shown once
-                 or {k: cs.rows[IFF_FRAME_FUSION]["spec"].get(k) for k in shipped_spec} != shipped_spec)
+    shipped_spec = {k: chosen.get(k, False) for k in ("clean_gate", "window_step", "fusion", "carry")}
+    rows = tuple(r for r in rows if r[1] in cs.rows and (r[1] != IFF_FRAME_FUSION  # the same setting as the shipped row: shown once
+                 or {k: cs.rows[IFF_FRAME_FUSION]["spec"].get(k, False) for k in shipped_spec} != shipped_spec))
+    scopes = [UNSEEN, FRESH] + [NEW] * (NEW in record["scopes"]) + [REAL]
+    names = " / ".join(SCOPE_NAMES[s] for s in scopes)
     cells = []
     for label, setting, in_scene in rows:
-        def three(key):
-            real = pct(cs.get(setting, key, REAL)) + (" (in-scene)" if in_scene and key == "fidelity" else "")
-            return f"{pct(cs.get(setting, key))} / {pct(cs.get(setting, key, FRESH))} / {real}"
-        cells.append([label, three("fidelity"), three("degraded_frames"), three("degraded_clip"), times(cs.speed(setting))])
-    header = ["setting", "fidelity: unseen / fresh / real", "AP50 degraded frames: unseen / fresh / real",
-              "AP50 whole degraded clip: unseen / fresh / real", "model speed vs frame"]
+        def each(key):
+            return " / ".join(pct(cs.get(setting, key, scope)) + (" (in-scene)" if scope == REAL and in_scene and key == "fidelity" else "")
+                              for scope in scopes)
+        cells.append([label, each("fidelity"), each("degraded_frames"), each("degraded_clip"), times(cs.speed(setting))])
+    header = ["setting", f"fidelity: {names}", f"AP50 degraded frames: {names}", f"AP50 whole degraded clip: {names}",
+              "model speed vs frame"]
     return (prose(f"From {provenance(CROSS_SCENE, record)}; one run, {psla_choice}, {iff_choice} (every scope, "
                   "clip and grid: [benchmarks/RESULTS-cross-scene.md](benchmarks/RESULTS-cross-scene.md)):") + "\n\n"
             + table(header, list("lrrrr"), cells))
@@ -358,17 +364,40 @@ def render_cross_scene_findings(record: dict) -> str:
     grid_where = ("the grid is in RESULTS-cross-scene.md" if record["iff_grid"] else
                   "by the run that `weights/iff-nanodet-g.json`'s `inference` block names, which printed the grid")
     fresh_clip, fresh_loss = cs.worst(IFF, FRESH)
+    new_sentence = ""
+    if NEW in record["scopes"]:
+        new_clip, new_loss = cs.worst(IFF, NEW)
+        new_gains = cs.gains(IFF, NEW).values()
+        new_sentence = (f" New: {f(IFF, scope=NEW)} of the clean boxes, {f(IFF, 'degraded_frames', NEW)} on degraded frames "
+                        f"(frame {f(FRAME, 'degraded_frames', NEW)}), {f(IFF, 'degraded_clip', NEW)} on the whole degraded clips "
+                        f"(frame {f(FRAME, 'degraded_clip', NEW)}); per clip against frame, the worst of the "
+                        f"{count_word(len(new_gains))} with a scored class is {new_clip} ({points(new_loss)}), the best "
+                        f"{points(max(new_gains))}.")
     per_clip = ", ".join(points(g) for g in cs.gains(IFF).values())
     per_clip = " and ".join(per_clip.rsplit(", ", 1))
     clean, degraded = cs.own_weight(IFF, "clean clips"), cs.own_weight(IFF, "degraded frames")
+    carry_sentence = ""
+    if record["iff_chosen"].get("carry"):
+        from vidtag.carry import MATCH_IOU, SEEN_IOU
+
+        carry_sentence = (
+            " A frame below the gate also takes *carried* boxes: those that the nearest frames before and after it which pass "
+            f"the gate (within its window and shot) both see, paired by class and IoU >= {MATCH_IOU:g}, placed on it by straight-line "
+            f"interpolation and scored by the lower of the pair's scores, where it has no box of that class overlapping by IoU >= "
+            f"{SEEN_IOU:g} (`vidtag/carry.py`): aggregation recovers what the window's features can align, carry an object the "
+            f"frame lost entirely. Without carry the same settings score unseen {f(IFF_NO_CARRY)} / {f(IFF_NO_CARRY, 'degraded_frames')} / "
+            f"{f(IFF_NO_CARRY, 'degraded_clip')}, fresh {f(IFF_NO_CARRY, scope=FRESH)} / {f(IFF_NO_CARRY, 'degraded_frames', FRESH)} / "
+            f"{f(IFF_NO_CARRY, 'degraded_clip', FRESH)}, new {f(IFF_NO_CARRY, scope=NEW)} / {f(IFF_NO_CARRY, 'degraded_frames', NEW)} / "
+            f"{f(IFF_NO_CARRY, 'degraded_clip', NEW)} (fidelity / degraded frames / whole degraded clip).")
     if record["iff_chosen"]["fusion"] == "cells":
         fusion_sentence = ("each head cell takes the more confident of the frame's own output and the aggregated one, "
                            "box and scores together (*cell fusion*): a position the frame sees well keeps its own box, a "
                            "position it lost takes the window's. Keeping the whole frame's output or the whole aggregated "
                            f"one, by mass (*frame fusion*, the \"frame fusion\" row), loses {pct(-old_loss)} points on one "
                            f"unseen clip ({old_clip}), where the detector's scores sit at the 0.4 of the pseudo ground truth.")
-        fusion_history = ("Cell fusion was designed after the unseen clips' figures for frame fusion had been seen, so "
-                          "five clips over stills nothing had looked at (fresh) confirm it.")
+        fusion_history = ("Cell fusion was designed after the unseen clips' figures for frame fusion had been seen, "
+                          "carry after the fresh clips' figures for the stride baseline: the twelve new clips, which nothing "
+                          "had run on, confirm both.")
     else:
         fusion_sentence = ("it keeps the aggregated detections where they carry more confidence mass than its own, "
                            "and its own otherwise (*frame fusion*).")
@@ -435,13 +464,13 @@ def render_cross_scene_findings(record: dict) -> str:
   without flow or aggregation. A frame below it (it sees less than its
   neighbours: blur, noise, darkness, an occluder) is aggregated over every
   {_ordinal(step)} neighbour of the +-10 (`window_step` {step}, each counted {_times_word(step)} in the
-  softmax), and then {fusion_sentence}
-  Gate, step and fusion were chosen together on the choose clips ({grid_where}).{speed_rule} {fusion_history} Unseen: {f(IFF)} of the clean boxes kept, {f(IFF, "degraded_frames")} AP50 on
+  softmax), and then {fusion_sentence}{carry_sentence}
+  Gate, step, fusion and carry were chosen together on the choose clips ({grid_where}).{speed_rule} {fusion_history} Unseen: {f(IFF)} of the clean boxes kept, {f(IFF, "degraded_frames")} AP50 on
   degraded frames (frame {f(FRAME, "degraded_frames")}), {f(IFF, "degraded_clip")} on the whole degraded clips (frame {f(FRAME, "degraded_clip")}); per
   clip against frame: {per_clip}, the worst {shipped_clip} ({points(shipped_loss)}). Fresh: {f(IFF, scope=FRESH)}
   of the clean boxes, {f(IFF, "degraded_frames", FRESH)} on degraded frames (frame {f(FRAME, "degraded_frames", FRESH)}), {f(IFF, "degraded_clip", FRESH)} on the whole
-  degraded clips (frame {f(FRAME, "degraded_clip", FRESH)}), the worst clip {fresh_clip} ({points(fresh_loss)}): on these
-  scenes the window adds little even without a gate ({f(IFF_NO_GATE, "degraded_frames", FRESH)} on degraded frames). Clean frames
+  degraded clips (frame {f(FRAME, "degraded_clip", FRESH)}), the worst clip {fresh_clip} ({points(fresh_loss)}); on these
+  scenes the window alone adds little even without a gate ({f(IFF_NO_GATE, "degraded_frames", FRESH)} on degraded frames).{new_sentence} Clean frames
   keep their own detections {whole_share(clean["kept_own"])} of the time, degraded frames {whole_share(degraded["kept_own"])} (the mean
   weight of a frame's own features: {clean["mean"]:.2f} and {degraded["mean"]:.2f}). Model speed {times(cs.speed(IFF))}
   frame's; end to end (`vidtag detect` at its default runtime, OpenVINO for
@@ -471,17 +500,34 @@ def render_limits_temporal(record: dict, iff_manifest: dict, e2e: dict) -> str:
     return prose(f"""
 - `--method iff` is experimental: on unseen synthetic scenes it keeps {pct(cs.get(IFF, "fidelity"))} of the per-frame
   boxes on clean frames and scores {pct(cs.get(IFF, "degraded_frames"))} AP50 on degraded ones (per-frame {pct(cs.get(FRAME, "degraded_frames"))}), its worst
-  clip's whole degraded run {points(loss)} points; on the fresh scenes it gains little ({pct(cs.get(IFF, "degraded_frames", FRESH))} against
-  {pct(cs.get(FRAME, "degraded_frames", FRESH))} on degraded frames, worst clip {points(fresh_loss)}). {_iff_end_to_end(e2e)}Its shipped
+  clip's whole degraded run {points(loss)} points; on the fresh scenes it gains less ({pct(cs.get(IFF, "degraded_frames", FRESH))} against
+  {pct(cs.get(FRAME, "degraded_frames", FRESH))} on degraded frames, {pct(cs.get(IFF, "degraded_clip", FRESH))} against {pct(cs.get(FRAME, "degraded_clip", FRESH))} on the whole degraded clips, worst clip
+  {points(fresh_loss)}).{_new_scenes(cs)} {_iff_end_to_end(e2e)}Its shipped
   modules were trained on {_training_data(training)} for about {training["wall_s"] / 60:.0f} minutes on a CPU ({training["threads"]} threads,
   `{IFF_MANIFEST}`). The gate judges a frame
   by how much the detector sees in it against its neighbours, so a frame where an object leaves
-  the view can also be aggregated. It has not yet run on a GPU.
+  the view can also be aggregated.{_carry_limit(record)} It has not yet run on a GPU.
 - `--method psla` is experimental: on unseen scenes it runs at {times(cs.speed(PSLA))} the per-frame model
   speed and keeps {pct(cs.get(PSLA, "fidelity"))} of its boxes on clean frames, less than `--vid-stride 2` at a higher speed
   (see Cross-scene; {short_provenance(CROSS_SCENE, record)}). The shipped manifest's `training` block lists what its trained modules saw
   (the first halves of vtest.avi and bikes.mp4); with the shipped settings no trained module runs
   (`vidtag models` says so). {_psla_end_to_end(e2e)}It has not yet run on a GPU.""")
+
+
+def _new_scenes(cs: CrossScene) -> str:
+    """The limits bullet's clause on the new scenes (runs that have them)."""
+    if NEW not in cs.record["scopes"]:
+        return ""
+    return (f" On the new scenes, which nothing had run on, {pct(cs.get(IFF, 'degraded_frames', NEW))} against "
+            f"{pct(cs.get(FRAME, 'degraded_frames', NEW))} and {pct(cs.get(IFF, 'degraded_clip', NEW))} against "
+            f"{pct(cs.get(FRAME, 'degraded_clip', NEW))}, worst clip {points(cs.worst(IFF, NEW)[1])}.")
+
+
+def _carry_limit(record: dict) -> str:
+    if not record["iff_chosen"].get("carry"):
+        return ""
+    return (" A carried box moves in a straight line between the clean frames around a burst: an object that turns or "
+            "stops during the burst, or leaves and comes back, gets a misplaced box, scored by the clean frames' lower score.")
 
 
 def _training_data(training: dict) -> str:
