@@ -124,7 +124,7 @@ def test_models_separates_temporal_modules_and_refuses_them_as_weights(tmp_path,
     assert result.exit_code == 2 and "--psla-weights" in result.output + result.stderr
 
 
-@pytest.mark.parametrize("case", ["output is a file", "unknown weights", "missing input", "bad time", "gate without iff"])
+@pytest.mark.parametrize("case", ["output is a file", "unknown weights", "missing input", "bad time", "gate without iff", "carry without iff"])
 def test_usage_errors_exit_2_before_the_model_loads(tmp_path, clip, monkeypatch, case):
     import vidtag.models.nanodet
 
@@ -136,7 +136,7 @@ def test_usage_errors_exit_2_before_the_model_loads(tmp_path, clip, monkeypatch,
     afile.write_text("x")
     args = {"output is a file": [clip, "-o", afile], "unknown weights": [clip, "--weights", "nope"],
             "missing input": [tmp_path / "nothere.mp4"], "bad time": [clip, "--start", "soon"],
-            "gate without iff": [clip, "--clean-gate", "0.5"]}[case]
+            "gate without iff": [clip, "--clean-gate", "0.5"], "carry without iff": [clip, "--no-carry"]}[case]
     result = invoke("detect", *args)
     assert result.exit_code == 2, result.output + result.stderr
 

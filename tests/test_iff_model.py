@@ -595,6 +595,10 @@ def test_shipped_modules_load_and_run(tmp_path):
     off = Runner(Settings(method="iff", clean_gate=0.0, imgsz=96, device="cpu", link="none"))
     assert off.detector.model.config.clean_gate == 0.0
     assert off.settings.output_options(off.manifest)["clean_gate"] == 0.0
+    assert default.carry == shipped.get("carry", False)
+    for carry in (False, True):
+        runner = Runner(Settings(method="iff", carry=carry, imgsz=96, device="cpu", link="none"))
+        assert runner.detector.model.config.carry is carry and runner.settings.output_options(runner.manifest)["carry"] is carry
 
 
 def test_self_prior_raises_the_current_frames_weight_by_exactly_its_logit(nanodet):

@@ -48,6 +48,7 @@ class Settings:
     window: int = 20  # iff: neighbours aggregated per frame (+-window/2), even
     iff_weights: str | None = None  # iff: modules manifest (vidtag train iff); None = shipped
     clean_gate: float | None = None  # iff: a frame seeing at least this fraction of its window's median confidence keeps its own boxes; 0: aggregate every frame; None: the modules' manifest
+    carry: bool | None = None  # iff: a frame the gate finds degraded also takes the boxes its clean neighbours on both sides see; None: the modules' manifest
     iou: float = 0.6  # NMS IoU: a box overlapping a higher-scoring one of its class more than this is dropped
     max_det: int = 100  # most boxes kept per frame
     line_width: int | None = None  # annotated video: box line width in pixels; None scales with the frame
@@ -94,6 +95,7 @@ class Settings:
             **({"key_interval": self.key_interval, "psla_weights": self.psla_weights} if self.method == "psla" else {}),
             **({"iff_module": self.iff_module, "window": self.window, "iff_weights": self.iff_weights} if self.method == "iff" else {}),
             **({"clean_gate": self.clean_gate} if self.method == "iff" and self.clean_gate is not None else {}),
+            **({"carry": self.carry} if self.method == "iff" and self.carry is not None else {}),
         }
 
 
@@ -128,7 +130,8 @@ class Runner:
         iff_options = None
         if settings.method == "iff":
             iff_options = {"window": settings.window, **({"module": settings.iff_module} if settings.iff_module else {}),
-                           **({"clean_gate": settings.clean_gate} if settings.clean_gate is not None else {})}
+                           **({"clean_gate": settings.clean_gate} if settings.clean_gate is not None else {}),
+                           **({"carry": settings.carry} if settings.carry is not None else {})}
         detector, manifest = build_detector(DetectorSettings(
             settings.method, settings.weights, options, self.device,
             psla_options=psla_options, psla_weights=settings.psla_weights if settings.method == "psla" else None,

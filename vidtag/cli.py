@@ -104,6 +104,7 @@ def _split_commas(ctx, param, value):
 @click.option("--psla-weights", type=click.Path(exists=True, dir_okay=False), default=None, help="psla: modules manifest from `vidtag train psla` [default: shipped].")
 @click.option("--window", type=click.IntRange(min=0), default=20, show_default=True, help="iff: neighbours aggregated per frame (even; +-window/2).")
 @click.option("--clean-gate", type=click.FloatRange(0, 1), default=None, help="iff: a frame whose detector confidence is at least this fraction of its window's median keeps its own boxes (exactly --method frame's); 0 aggregates every frame.  [default: the modules' manifest]")
+@click.option("--carry/--no-carry", default=None, help="iff: a frame the clean gate finds degraded also takes the boxes that the nearest clean frames before and after it both see, interpolated between them.  [default: the modules' manifest]")
 @click.option("--iff-module", type=click.Choice(("advanced", "basic")), default=None, help="iff: which shipped IFF module [default: advanced; with --iff-weights: the file's].")
 @click.option("--iff-weights", type=click.Path(exists=True, dir_okay=False), default=None, help="iff: modules manifest from `vidtag train iff` [default: shipped].")
 @click.option("--runtime", type=click.Choice(["auto", "torch", "openvino", "openvino-f32", "onnxruntime"]), default="auto", show_default=True, help="What runs the network: auto = OpenVINO (bf16 where the CPU has it) on the CPU where the export has the method's graphs (psla: for its modules' split), torch otherwise.")
@@ -132,7 +133,7 @@ def _split_commas(ctx, param, value):
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="One task per video on a Ray cluster: alone, find or start one (ray.init()); or auto, HOST:PORT, ray://HOST:10001, local. Needs `pip install 'vidtag[ray]'`; put it after the videos.")
 @handle_errors
-def detect(sources, method, key_interval, psla_weights, window, clean_gate, iff_module, iff_weights, runtime, vid_stride, link, cut_threshold, conf, iou, max_det, start, end, classes, formats, output, overwrite, recursive, device, line_width, hide_labels, hide_conf, imgsz, batch, weights, quiet, workers, ray_address):
+def detect(sources, method, key_interval, psla_weights, window, clean_gate, carry, iff_module, iff_weights, runtime, vid_stride, link, cut_threshold, conf, iou, max_det, start, end, classes, formats, output, overwrite, recursive, device, line_width, hide_labels, hide_conf, imgsz, batch, weights, quiet, workers, ray_address):
     """Detect, link and write results for video files and folders."""
     from vidtag.api import Runner, Settings, annotate, driver_runner
     from vidtag.batch import find_videos
@@ -144,9 +145,11 @@ def detect(sources, method, key_interval, psla_weights, window, clean_gate, iff_
         raise click.UsageError(f"--vid-stride works with --method frame only (got --method {method})")
     if clean_gate is not None and method != "iff":
         raise click.UsageError(f"--clean-gate works with --method iff only (got --method {method})")
+    if carry is not None and method != "iff":
+        raise click.UsageError(f"--carry / --no-carry work with --method iff only (got --method {method})")
     settings = Settings(method=method, link=link, conf=conf, classes=classes, imgsz=imgsz,
                         batch=batch, device=device, weights=weights, key_interval=key_interval,
-                        psla_weights=psla_weights, window=window, clean_gate=clean_gate, iff_module=iff_module, iff_weights=iff_weights,
+                        psla_weights=psla_weights, window=window, clean_gate=clean_gate, carry=carry, iff_module=iff_module, iff_weights=iff_weights,
                         cut_threshold=cut_threshold, vid_stride=vid_stride, runtime=runtime, iou=iou, max_det=max_det, start=start, end=end,
                         line_width=line_width, hide_labels=hide_labels, hide_conf=hide_conf)
     formats = _formats_for_link(formats, link)
