@@ -196,7 +196,8 @@ def load_scenes(frames: int, real_frames: int, footage: Path) -> list[Scene]:
 
 def build(spec: dict):
     """A setting -> a video detector: {"method": "frame", "vid_stride": K}, {"method": "psla", **psla options}
-    or {"method": "iff", **iff options} (the shipped modules)."""
+    or {"method": "iff", **iff options} (the shipped modules; an option the spec leaves out takes the value of
+    the manifest's ``inference`` block, which ``--write-manifest`` has already replaced by the chosen settings)."""
     from vidtag.models.build import DetectorSettings, build_detector
 
     options = {k: v for k, v in spec.items() if k not in ("method", "label", "psla_weights", "iff_weights")}
@@ -531,7 +532,8 @@ def main() -> None:
     settings += [("psla, k=10, no promotion", {"method": "psla", **chosen, "promote_below": 0.0, "key_interval": 10})]
     settings += [("psla, k=10, mass promotion 0.85", {"method": "psla", **chosen, "promote_mass_below": 0.85, "key_interval": 10})]
     settings += [("iff (window 20, shipped)", {"method": "iff", **iff_chosen}),
-                 ("iff, gate 0.9, step 2, frame fusion", {"method": "iff", "self_prior": 0.0, "clean_gate": 0.9, "window_step": 2, "fusion": "frame"}),
+                 ("iff, gate 0.9, step 2, frame fusion", {"method": "iff", "self_prior": 0.0, "clean_gate": 0.9, "window_step": 2, "fusion": "frame",
+                                                          "carry": bool(iff_chosen.get("carry"))}),
                  ("iff (shipped) without carry", {"method": "iff", **iff_chosen, "carry": False}),
                  ("iff, cell fusion without a gate", {"method": "iff", "self_prior": 0.0, "clean_gate": 0.0, "window_step": 2, "fusion": "cells"}),
                  ("iff, as trained (no gate, every neighbour)",

@@ -320,13 +320,14 @@ def render_cross_scene(record: dict) -> str:
         (f"iff (shipped: clean gate {chosen['clean_gate']:g}, window step {chosen['window_step']}, {FUSION_NAMES[chosen['fusion']]} fusion"
          f"{', carry' if chosen.get('carry') else ''})", IFF, True),
         ("iff, the shipped settings without carry", IFF_NO_CARRY, True),
-        ("iff, clean gate 0.9, window step 2, frame fusion (shipped before)", IFF_FRAME_FUSION, True),
+        (f"iff, clean gate 0.9, window step 2, frame fusion{', carry' if _frame_fusion_carry(record) else ''}", IFF_FRAME_FUSION, True),
         ("iff, cell fusion without a gate", IFF_NO_GATE, True),
         ("iff, as trained (no gate, every neighbour)", IFF_AS_TRAINED, True),
     )
     shipped_spec = {k: chosen.get(k, False) for k in ("clean_gate", "window_step", "fusion", "carry")}
+    frame_fusion = {**cs.rows[IFF_FRAME_FUSION]["spec"], "carry": _frame_fusion_carry(record)}
     rows = tuple(r for r in rows if r[1] in cs.rows and (r[1] != IFF_FRAME_FUSION  # the same setting as the shipped row: shown once
-                 or {k: cs.rows[IFF_FRAME_FUSION]["spec"].get(k, False) for k in shipped_spec} != shipped_spec))
+                 or {k: frame_fusion.get(k, False) for k in shipped_spec} != shipped_spec))
     scopes = [UNSEEN, FRESH] + [NEW] * (NEW in record["scopes"]) + [REAL]
     names = " / ".join(SCOPE_NAMES[s] for s in scopes)
     cells = []
@@ -340,6 +341,12 @@ def render_cross_scene(record: dict) -> str:
     return (prose(f"From {provenance(CROSS_SCENE, record)}; one run, {psla_choice}, {iff_choice} (every scope, "
                   "clip and grid: [benchmarks/RESULTS-cross-scene.md](benchmarks/RESULTS-cross-scene.md)):") + "\n\n"
             + table(header, list("lrrrr"), cells))
+
+
+def _frame_fusion_carry(record: dict) -> bool:
+    """Whether the run's frame-fusion row carried boxes: its spec says so, or (runs before the spec did) it left
+    carry out and took the manifest's, which ``--write-manifest`` had set to the chosen settings."""
+    return bool(CrossScene(record).rows[IFF_FRAME_FUSION]["spec"].get("carry", record["iff_chosen"].get("carry", False)))
 
 
 def render_cross_scene_findings(record: dict) -> str:
