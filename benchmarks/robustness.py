@@ -267,6 +267,8 @@ def main() -> None:
         "commit": commit,
         "date": time.strftime("%Y-%m-%d"),
         "modules_sha256": {m: file_sha256(d.modules_file) for m, d in detectors.items() if getattr(d, "modules_file", None) is not None},
+        "iff_inference": {m: {k: getattr(d.model.config, k) for k in d.model.INFERENCE_FIELDS}  # what each iff row ran with
+                          for m, d in detectors.items() if getattr(d, "method", None) == "iff"},
         "split": {
             c.clip.name: {
                 "file": c.clip.file,
