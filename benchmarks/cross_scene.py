@@ -2,6 +2,7 @@
 
     python benchmarks/cross_scene.py [--out DIR] [--frames 40] [--real-frames 200] [--e2e] [--write-manifest]
                                      [--skip-choose [all|psla|iff]] [--trained LABEL=MANIFEST ...]
+    python benchmarks/cross_scene.py --profile-gt   # what each scope's pseudo ground truth on degraded frames is made of
 
 A figure counts only on footage that took no part in training or in choosing
 a setting.  The scenes:
@@ -267,6 +268,38 @@ def _subset(video, ids):
     return VideoBoxes(video.name, {int(i): video.frames[int(i)] for i in ids}, video.width, video.height)
 
 
+def profile_ground_truth(scenes: list[Scene], reference: dict[str, list]) -> None:
+    """Print, per scope, the pseudo ground-truth boxes on the degraded frames and how many of them are
+    *marginal* (clean score below 0.5: the detector's own box flickers across 0.4 from frame to frame),
+    lie in a burst that reaches the clip's first or last frame (no clean frame on one side: nothing to
+    carry from), and are *seen around the burst*: the nearest clean frames before and after the burst
+    both have a box of that class (score >= 0.25, the detectors' threshold) with IoU >= 0.3 with it."""
+    from vidtag.ops.np_boxes import box_iou
+
+    print("| scope | GT boxes on degraded frames | marginal (clean score < 0.5) | in a burst reaching the clip's first or last frame | seen around the burst |")
+    print("|---|---:|---:|---:|---:|")
+    for scope in SCOPES:
+        total = marginal = at_end = around = 0
+        for scene in (s for s in scenes if s.scope == scope):
+            dets, mask, n = reference[scene.name], scene.mask, len(scene.mask)
+            for t in np.flatnonzero(mask):
+                before = next((j for j in range(t - 1, -1, -1) if not mask[j]), None)
+                after = next((j for j in range(t + 1, n) if not mask[j]), None)
+                gt = dets[t][dets[t].scores >= PSEUDO_GT_SCORE]
+                for box, score, label in zip(gt.boxes, gt.scores, gt.labels):
+                    total += 1
+                    marginal += bool(score < 0.5)
+                    at_end += before is None or after is None
+
+                    def seen(j):
+                        d = dets[j][(dets[j].labels == label) & (dets[j].scores >= 0.25)]
+                        return len(d) > 0 and bool((box_iou(box[None], d.boxes) >= 0.3).any())
+
+                    around += before is not None and after is not None and seen(before) and seen(after)
+        if total:
+            print(f"| {scope} | {total} | {100 * marginal / total:.0f}% | {100 * at_end / total:.0f}% | {100 * around / total:.0f}% |")
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -417,6 +450,8 @@ def main() -> None:
     parser.add_argument("--skip-choose", nargs="?", const="all", choices=("all", "psla", "iff"),
                         help="take the settings of weights/psla-nanodet-g.json and/or weights/iff-nanodet-g.json instead of choosing them again (default: all)")
     parser.add_argument("--replot", action="store_true", help="only redraw docs/cross-scene.png from the saved results under --out")
+    parser.add_argument("--profile-gt", action="store_true",
+                        help="only print what the pseudo ground truth on each scope's degraded frames is made of (profile_ground_truth)")
     args = parser.parse_args()
     out = Path(args.out)
     if args.replot:
@@ -439,6 +474,9 @@ def main() -> None:
     classes = frame_detector.classes
     reference = {s.name: run(frame_detector, s, False)[0] for s in scenes}
     scorer = Scorer(scenes, reference, classes)
+    if args.profile_gt:
+        profile_ground_truth(scenes, reference)
+        return
 
     # 1. choose the appearance settings on the choose scenes only (clean fidelity, key interval 10)
     say("## Choosing psla's settings (choose scenes only, clean fidelity at key interval 10)")
