@@ -3,6 +3,7 @@
     python benchmarks/cross_scene.py [--out DIR] [--frames 40] [--real-frames 200] [--e2e] [--write-manifest]
                                      [--skip-choose [all|psla|iff]] [--trained LABEL=MANIFEST ...]
     python benchmarks/cross_scene.py --profile-gt   # what each scope's pseudo ground truth on degraded frames is made of
+                                                    # (writes benchmarks/results/gt-profile.json)
 
 A figure counts only on footage that took no part in training or in choosing
 a setting.  The scenes:
@@ -268,14 +269,15 @@ def _subset(video, ids):
     return VideoBoxes(video.name, {int(i): video.frames[int(i)] for i in ids}, video.width, video.height)
 
 
-def profile_ground_truth(scenes: list[Scene], reference: dict[str, list]) -> None:
-    """Print, per scope, the pseudo ground-truth boxes on the degraded frames and how many of them are
+def profile_ground_truth(scenes: list[Scene], reference: dict[str, list]) -> dict[str, dict]:
+    """Print and return, per scope, the pseudo ground-truth boxes on the degraded frames and how many of them are
     *marginal* (clean score below 0.5: the detector's own box flickers across 0.4 from frame to frame),
     lie in a burst that reaches the clip's first or last frame (no clean frame on one side: nothing to
     carry from), and are *seen around the burst*: the nearest clean frames before and after the burst
     both have a box of that class (score >= 0.25, the detectors' threshold) with IoU >= 0.3 with it."""
     from vidtag.ops.np_boxes import box_iou
 
+    rows: dict[str, dict] = {}
     print("| scope | GT boxes on degraded frames | marginal (clean score < 0.5) | in a burst reaching the clip's first or last frame | seen around the burst |")
     print("|---|---:|---:|---:|---:|")
     for scope in SCOPES:
@@ -297,7 +299,9 @@ def profile_ground_truth(scenes: list[Scene], reference: dict[str, list]) -> Non
 
                     around += before is not None and after is not None and seen(before) and seen(after)
         if total:
+            rows[scope] = {"boxes": total, "marginal": marginal / total, "burst_at_clip_end": at_end / total, "seen_around_burst": around / total}
             print(f"| {scope} | {total} | {100 * marginal / total:.0f}% | {100 * at_end / total:.0f}% | {100 * around / total:.0f}% |")
+    return rows
 
 
 # --------------------------------------------------------------------------- end to end
@@ -475,7 +479,13 @@ def main() -> None:
     reference = {s.name: run(frame_detector, s, False)[0] for s in scenes}
     scorer = Scorer(scenes, reference, classes)
     if args.profile_gt:
-        profile_ground_truth(scenes, reference)
+        rows = profile_ground_truth(scenes, reference)
+        command = "python benchmarks/cross_scene.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        (out / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
+        path = out / "benchmarks" / "results" / "gt-profile.json"
+        path.write_text(json.dumps({"command": command, "commit": commit, "date": time.strftime("%Y-%m-%d"), "scopes": rows}, indent=1) + "\n")
+        print(f"wrote {path}")
         return
 
     # 1. choose the appearance settings on the choose scenes only (clean fidelity, key interval 10)

@@ -38,6 +38,7 @@ from typing import Callable, NamedTuple
 ROOT = Path(__file__).resolve().parents[1]
 
 CROSS_SCENE = "benchmarks/results/cross-scene.json"
+GT_PROFILE = "benchmarks/results/gt-profile.json"
 E2E = "benchmarks/results/e2e.json"
 ROBUSTNESS = "benchmarks/results/robustness.json"
 RUNTIME = "benchmarks/results/runtime.json"
@@ -486,6 +487,24 @@ def render_cross_scene_findings(record: dict) -> str:
   clip degraded ({iff480d[1]}).{variety}""")
 
 
+def render_gt_profile(record: dict) -> str:
+    """README, Cross-scene: what the pseudo ground truth on each scope's degraded frames is made of."""
+    rows = record["scopes"]
+    cells = [[SCOPE_NAMES.get(scope, scope), str(r["boxes"]), whole_share(r["marginal"]), whole_share(r["burst_at_clip_end"]),
+              whole_share(r["seen_around_burst"])] for scope, r in rows.items()]
+    fresh, others = rows[FRESH], [rows[s] for s in (UNSEEN, NEW) if s in rows]
+    lower = all(fresh["seen_around_burst"] < r["seen_around_burst"] for r in others)
+    return (prose(f"What the pseudo ground truth on the degraded frames is made of ({provenance(GT_PROFILE, record)}): a "
+                  "*marginal* box has a clean score below 0.5, so it appears and vanishes with small changes; a box in a "
+                  "burst that reaches the clip's first or last frame has no clean frame on one side; a box *seen around "
+                  "its burst* is found (score >= 0.25, IoU >= 0.3) on the clean frames on both sides of the burst, which "
+                  "is all that aggregation and carry can draw on."
+                  + (f" The fresh clips have the fewest such boxes ({whole_share(fresh['seen_around_burst'])}), which is "
+                     "why iff gains least there." if lower else "")) + "\n\n"
+            + table(["scope", "boxes on degraded frames", "marginal", "in a burst at a clip end", "seen around its burst"],
+                    list("lrrrr"), cells))
+
+
 def _share_of_median(gate: float) -> str:
     return "its window's median" if gate == 1 else f"{gate:g} of its window's median"
 
@@ -794,6 +813,7 @@ BLOCKS = {
     "e2e-table": Block((E2E,), render_e2e_table),
     "cross-scene": Block((CROSS_SCENE,), render_cross_scene),
     "cross-scene-findings": Block((CROSS_SCENE,), render_cross_scene_findings),
+    "gt-profile": Block((GT_PROFILE,), render_gt_profile),
     "limits-temporal": Block((CROSS_SCENE, IFF_MANIFEST, E2E), render_limits_temporal),
     "robustness": Block((ROBUSTNESS, IFF_MANIFEST, IFF_BEFORE), render_robustness),
     "robustness-findings": Block((ROBUSTNESS, IFF_MANIFEST), render_robustness_findings),
