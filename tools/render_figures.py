@@ -498,9 +498,9 @@ def render_gt_profile(record: dict) -> str:
                   "*marginal* box has a clean score below 0.5, so it appears and vanishes with small changes; a box in a "
                   "burst that reaches the clip's first or last frame has no clean frame on one side; a box *seen around "
                   "its burst* is found (score >= 0.25, IoU >= 0.3) on the clean frames on both sides of the burst, which "
-                  "is all that aggregation and carry can draw on."
-                  + (f" The fresh clips have the fewest such boxes ({whole_share(fresh['seen_around_burst'])}), which is "
-                     "why iff gains least there." if lower else "")) + "\n\n"
+                  "is what carry draws on and what a window of clean neighbours can hold."
+                  + (f" The fresh clips have the fewest such boxes ({whole_share(fresh['seen_around_burst'])}), and iff "
+                     "gains least there." if lower else "")) + "\n\n"
             + table(["scope", "boxes on degraded frames", "marginal", "in a burst at a clip end", "seen around its burst"],
                     list("lrrrr"), cells))
 
