@@ -274,7 +274,9 @@ def profile_ground_truth(scenes: list[Scene], reference: dict[str, list]) -> dic
     *marginal* (clean score below 0.5: the detector's own box flickers across 0.4 from frame to frame),
     lie in a burst that reaches the clip's first or last frame (no clean frame on one side: nothing to
     carry from), and are *seen around the burst*: the nearest clean frames before and after the burst
-    both have a box of that class (score >= 0.25, the detectors' threshold) with IoU >= 0.3 with it."""
+    both have a box of that class (score >= 0.25, the detectors' threshold) with IoU >= :data:`vidtag.carry.MATCH_IOU`
+    with it (what carry pairs)."""
+    from vidtag.carry import MATCH_IOU
     from vidtag.ops.np_boxes import box_iou
 
     rows: dict[str, dict] = {}
@@ -295,7 +297,7 @@ def profile_ground_truth(scenes: list[Scene], reference: dict[str, list]) -> dic
 
                     def seen(j):
                         d = dets[j][(dets[j].labels == label) & (dets[j].scores >= 0.25)]
-                        return len(d) > 0 and bool((box_iou(box[None], d.boxes) >= 0.3).any())
+                        return len(d) > 0 and bool((box_iou(box[None], d.boxes) >= MATCH_IOU).any())
 
                     around += before is not None and after is not None and seen(before) and seen(after)
         if total:
@@ -478,10 +480,10 @@ def main() -> None:
     classes = frame_detector.classes
     reference = {s.name: run(frame_detector, s, False)[0] for s in scenes}
     scorer = Scorer(scenes, reference, classes)
+    command = "python benchmarks/cross_scene.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     if args.profile_gt:
         rows = profile_ground_truth(scenes, reference)
-        command = "python benchmarks/cross_scene.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         (out / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
         path = out / "benchmarks" / "results" / "gt-profile.json"
         path.write_text(json.dumps({"command": command, "commit": commit, "date": time.strftime("%Y-%m-%d"), "scopes": rows}, indent=1) + "\n")
@@ -515,8 +517,6 @@ def main() -> None:
     say("")
     say(f"chosen: {chosen}")
     say("")
-    command = "python benchmarks/cross_scene.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     if args.write_manifest and not skip_psla:  # before the end-to-end runs, which run `vidtag detect --method psla` as shipped
         path = record_inference("psla-nanodet-g.json", chosen, command, commit, fidelity_on_choose=best["fidelity"])
         say(f"wrote the chosen settings into {path.relative_to(ROOT)}")

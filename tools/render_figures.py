@@ -489,6 +489,8 @@ def render_cross_scene_findings(record: dict) -> str:
 
 def render_gt_profile(record: dict) -> str:
     """README, Cross-scene: what the pseudo ground truth on each scope's degraded frames is made of."""
+    from vidtag.carry import MATCH_IOU
+
     rows = record["scopes"]
     cells = [[SCOPE_NAMES.get(scope, scope), str(r["boxes"]), whole_share(r["marginal"]), whole_share(r["burst_at_clip_end"]),
               whole_share(r["seen_around_burst"])] for scope, r in rows.items()]
@@ -497,7 +499,7 @@ def render_gt_profile(record: dict) -> str:
     return (prose(f"What the pseudo ground truth on the degraded frames is made of ({provenance(GT_PROFILE, record)}): a "
                   "*marginal* box has a clean score below 0.5, so it appears and vanishes with small changes; a box in a "
                   "burst that reaches the clip's first or last frame has no clean frame on one side; a box *seen around "
-                  "its burst* is found (score >= 0.25, IoU >= 0.3) on the clean frames on both sides of the burst, which "
+                  f"its burst* is found (score >= 0.25, IoU >= {MATCH_IOU:g}) on the clean frames on both sides of the burst, which "
                   "is what carry draws on and what a window of clean neighbours can hold."
                   + (f" The fresh clips have the fewest such boxes ({whole_share(fresh['seen_around_burst'])}), and iff "
                      "gains least there." if lower else "")) + "\n\n"

@@ -721,11 +721,11 @@ class IFFVideoDetector(VideoDetectorBase):
         out = self.model.predict(agg.features)
         if self.model.config.fusion == "cells":
             out = fuse_by_cell(own.raw, out)
-        elif gate > 0 and float(confidence_mass(out.cls_scores, self.gate_score)[0]) < own.mass:
-            # the window did not help this frame: it sees less than the frame alone
-            return self._carry(t, self._keep_own(t, own.detections), clean_mass, first, end)
-        self.own_weight[t] = float(torch.stack([w[0].mean() for w in agg.weights]).mean())
-        dets = self.options.postprocess(out, box)[0]
+        if self.model.config.fusion == "frame" and gate > 0 and float(confidence_mass(out.cls_scores, self.gate_score)[0]) < own.mass:
+            dets = self._keep_own(t, own.detections)  # the window did not help this frame: it sees less than the frame alone
+        else:
+            self.own_weight[t] = float(torch.stack([w[0].mean() for w in agg.weights]).mean())
+            dets = self.options.postprocess(out, box)[0]
         return self._carry(t, dets, clean_mass, first, end) if gate > 0 else dets
 
     def _carry(self, t: int, dets: Detections, clean_mass: float, first: int, end: int) -> Detections:
