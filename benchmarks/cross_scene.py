@@ -3,7 +3,7 @@
     python benchmarks/cross_scene.py [--out DIR] [--frames 40] [--real-frames 200] [--e2e] [--write-manifest]
                                      [--skip-choose [all|psla|iff]] [--trained LABEL=MANIFEST ...]
     python benchmarks/cross_scene.py --profile-gt   # what each scope's pseudo ground truth on degraded frames is made of
-                                                    # (writes benchmarks/results/gt-profile.json)
+                                                    # (writes benchmarks/results/gt-profile.json; with --scopes, gt-profile-SCOPES.json)
     python benchmarks/cross_scene.py --skip-choose --scopes unseen-real --settings LABEL ... [--e2e]
                                                     # some rows on some scopes: cross-scene-SCOPES.json, no plot
 
@@ -530,7 +530,7 @@ def main() -> None:
     if args.profile_gt:
         rows = profile_ground_truth(scenes, reference)
         (out / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
-        path = out / "benchmarks" / "results" / "gt-profile.json"
+        path = out / "benchmarks" / "results" / ("gt-profile.json" if stem == "cross-scene" else f"gt-profile-{stem[len('cross-scene-'):]}.json")
         path.write_text(json.dumps({"command": command, "commit": commit, "date": time.strftime("%Y-%m-%d"), "scopes": rows}, indent=1) + "\n")
         print(f"wrote {path}")
         return
@@ -747,7 +747,7 @@ def main() -> None:
 
     record = {"command": command, "commit": commit, "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started),
               "machine": platform.platform(), "threads": args.threads, "scopes": scopes, "grid": grid, "chosen": chosen,
-              "results": results, "e2e": e2e_rows,
+              "results": results, "e2e": e2e_rows, "repeats": args.repeats,
               "iff_grid": iff_grid, "iff_chosen": iff_chosen}
     (out / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
     (out / "benchmarks" / "results" / f"{stem}.json").write_text(json.dumps(record, indent=1, default=float) + "\n")
