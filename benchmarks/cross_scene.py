@@ -296,19 +296,38 @@ def _subset(video, ids):
     return VideoBoxes(video.name, {int(i): video.frames[int(i)] for i in ids}, video.width, video.height)
 
 
-def profile_ground_truth(scenes: list[Scene], reference: dict[str, list]) -> dict[str, dict]:
+def oracle_carry(scene: Scene, reference: list, own: list) -> list:
+    """A bound for box propagation: on each degraded frame of ``scene``, its own detections ``own[t]`` plus
+    every box that the clean reference detections of the nearest undegraded frames before and after it
+    both see (:func:`vidtag.carry.carry_over`, knowing which frames are degraded: no gate); other frames
+    keep ``own``."""
+    from vidtag.carry import add_unseen, carry_over
+
+    out, n = list(own), len(scene.mask)
+    for t in np.flatnonzero(scene.mask):
+        before = next((j for j in range(t - 1, -1, -1) if not scene.mask[j]), None)
+        after = next((j for j in range(t + 1, n) if not scene.mask[j]), None)
+        if before is not None and after is not None:
+            out[t] = add_unseen(own[t], carry_over(reference[before], reference[after], (t - before) / (after - before)))
+    return out
+
+
+def profile_ground_truth(scenes: list[Scene], reference: dict[str, list], scorer: "Scorer" = None,
+                         degraded: dict[str, list] | None = None) -> dict[str, dict]:
     """Print and return, per scope, the pseudo ground-truth boxes on the degraded frames and how many of them are
     *marginal* (clean score below 0.5: the detector's own box flickers across 0.4 from frame to frame),
     lie in a burst that reaches the clip's first or last frame (no clean frame on one side: nothing to
     carry from), and are *seen around the burst*: the nearest clean frames before and after the burst
     both have a box of that class (score >= 0.25, the detectors' threshold) with IoU >= :data:`vidtag.carry.MATCH_IOU`
-    with it (what carry pairs)."""
+    with it (what carry pairs).  With ``scorer`` and frame's detections on the degraded clips (``degraded``),
+    also AP50 on the degraded frames of frame and of :func:`oracle_carry`."""
     from vidtag.carry import MATCH_IOU
     from vidtag.ops.np_boxes import box_iou
 
     rows: dict[str, dict] = {}
-    print("| scope | GT boxes on degraded frames | marginal (clean score < 0.5) | in a burst reaching the clip's first or last frame | seen around the burst |")
-    print("|---|---:|---:|---:|---:|")
+    print("| scope | GT boxes on degraded frames | marginal (clean score < 0.5) | in a burst reaching the clip's first or last frame | seen around the burst |"
+          " AP50 degraded frames: frame | oracle carry |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for scope in SCOPES:
         total = marginal = at_end = around = 0
         for scene in (s for s in scenes if s.scope == scope):
@@ -329,7 +348,13 @@ def profile_ground_truth(scenes: list[Scene], reference: dict[str, list]) -> dic
                     around += before is not None and after is not None and seen(before) and seen(after)
         if total:
             rows[scope] = {"boxes": total, "marginal": marginal / total, "burst_at_clip_end": at_end / total, "seen_around_burst": around / total}
-            print(f"| {scope} | {total} | {100 * marginal / total:.0f}% | {100 * at_end / total:.0f}% | {100 * around / total:.0f}% |")
+            if scorer is not None and degraded is not None:
+                names = [s.name for s in scenes if s.scope == scope]
+                oracle = {s.name: oracle_carry(s, reference[s.name], degraded[s.name]) for s in scenes if s.scope == scope}
+                rows[scope]["frame_degraded_frames"] = scorer.score(names, degraded, "degraded")
+                rows[scope]["oracle_carry_degraded_frames"] = scorer.score(names, oracle, "degraded")
+            print(f"| {scope} | {total} | {100 * marginal / total:.0f}% | {100 * at_end / total:.0f}% | {100 * around / total:.0f}% | "
+                  f"{pct(rows[scope].get('frame_degraded_frames'))} | {pct(rows[scope].get('oracle_carry_degraded_frames'))} |")
     return rows
 
 
@@ -528,7 +553,8 @@ def main() -> None:
     command = "python benchmarks/cross_scene.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     if args.profile_gt:
-        rows = profile_ground_truth(scenes, reference)
+        degraded = {s.name: run(frame_detector, s, True)[0] for s in scenes}
+        rows = profile_ground_truth(scenes, reference, scorer, degraded)
         (out / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
         path = out / "benchmarks" / "results" / ("gt-profile.json" if stem == "cross-scene" else f"gt-profile-{stem[len('cross-scene-'):]}.json")
         path.write_text(json.dumps({"command": command, "commit": commit, "date": time.strftime("%Y-%m-%d"), "scopes": rows}, indent=1) + "\n")
