@@ -253,7 +253,7 @@ FUSION_NAMES = {"cells": "cell", "frame": "frame"}  # IFFConfig.fusion as the do
 IFF_FRAME_FUSION, IFF_NO_GATE = "iff, gate 0.9, step 2, frame fusion", "iff, cell fusion without a gate"
 IFF_REAL_ONLY = "iff (real-only modules)"  # cross_scene.py --trained 'real-only modules=weights/iff-real-nanodet-g.json'
 IFF_NO_CARRY = "iff (shipped) without carry"
-SCOPE_NAMES = {UNSEEN: "unseen", FRESH: "fresh", NEW: "new", REAL: "real"}
+SCOPE_NAMES = {UNSEEN: "unseen", FRESH: "fresh", NEW: "new", REAL: "real", "unseen-real": "unseen real"}
 
 
 class CrossScene:
@@ -493,8 +493,10 @@ def render_gt_profile(record: dict) -> str:
     from vidtag.carry import MATCH_IOU
 
     rows = record["scopes"]
+    oracle = all("oracle_carry_degraded_frames" in r for r in rows.values())
     cells = [[SCOPE_NAMES.get(scope, scope), str(r["boxes"]), whole_share(r["marginal"]), whole_share(r["burst_at_clip_end"]),
-              whole_share(r["seen_around_burst"])] for scope, r in rows.items()]
+              whole_share(r["seen_around_burst"])]
+             + ([pct(r["frame_degraded_frames"]), pct(r["oracle_carry_degraded_frames"])] if oracle else []) for scope, r in rows.items()]
     fresh, others = rows[FRESH], [rows[s] for s in (UNSEEN, NEW) if s in rows]
     lower = all(fresh["seen_around_burst"] < r["seen_around_burst"] for r in others)
     return (prose(f"What the pseudo ground truth on the degraded frames is made of ({provenance(GT_PROFILE, record)}): a "
@@ -503,9 +505,14 @@ def render_gt_profile(record: dict) -> str:
                   f"its burst* is found (score >= 0.25, IoU >= {MATCH_IOU:g}) on the clean frames on both sides of the burst, which "
                   "is what carry draws on and what a window of clean neighbours can hold."
                   + (f" The fresh clips have the fewest such boxes ({whole_share(fresh['seen_around_burst'])}), and iff "
-                     "gains least there." if lower else "")) + "\n\n"
-            + table(["scope", "boxes on degraded frames", "marginal", "in a burst at a clip end", "seen around its burst"],
-                    list("lrrrr"), cells))
+                     "gains least there." if lower else "")
+                  + (" *Oracle carry* is carry told which frames are degraded, in place of the gate: each degraded frame "
+                     "keeps frame's own boxes and takes every box that the nearest undegraded frames on both sides of its "
+                     "burst see, paired and placed as carry does (AP50 on the degraded frames)."
+                     + (f" On the fresh clips it reaches {pct(fresh['oracle_carry_degraded_frames'])}, against frame's "
+                        f"{pct(fresh['frame_degraded_frames'])}." if FRESH in rows else "") if oracle else "")) + "\n\n"
+            + table(["scope", "boxes on degraded frames", "marginal", "in a burst at a clip end", "seen around its burst"]
+                    + (["AP50 degraded frames: frame", "oracle carry"] if oracle else []), list("lrrrr" + "rr" * oracle), cells))
 
 
 UNSEEN_REAL = "unseen-real"
