@@ -574,9 +574,10 @@ def _times_word(n: int) -> str:
     return {1: "once", 2: "twice"}.get(n, f"{count_word(n)} times")
 
 
-def render_limits_temporal(record: dict, iff_manifest: dict, e2e: dict) -> str:
+def render_limits_temporal(record: dict, iff_manifest: dict, e2e: dict, unseen_real: dict) -> str:
     """README, Limits: the iff and psla bullets."""
-    cs = CrossScene(record)
+    cs, real = CrossScene(record), CrossScene(unseen_real)
+    real_clip, real_worst = real.worst(IFF, UNSEEN_REAL)
     _, loss = cs.worst(IFF)
     _, fresh_loss = cs.worst(IFF, FRESH)
     training = iff_manifest["training"]
@@ -585,7 +586,10 @@ def render_limits_temporal(record: dict, iff_manifest: dict, e2e: dict) -> str:
   boxes on clean frames and scores {pct(cs.get(IFF, "degraded_frames"))} AP50 on degraded ones (per-frame {pct(cs.get(FRAME, "degraded_frames"))}), its worst
   clip's whole degraded run {points(loss)} points; on the fresh scenes it gains less ({pct(cs.get(IFF, "degraded_frames", FRESH))} against
   {pct(cs.get(FRAME, "degraded_frames", FRESH))} on degraded frames, {pct(cs.get(IFF, "degraded_clip", FRESH))} against {pct(cs.get(FRAME, "degraded_clip", FRESH))} on the whole degraded clips, worst clip
-  {points(fresh_loss)}).{_new_scenes(cs)} {_iff_end_to_end(e2e)}Its shipped
+  {points(fresh_loss)}).{_new_scenes(cs)} On five real clips nothing saw ({short_provenance(UNSEEN_REAL_FILE, unseen_real)}) it keeps
+  {real.pct(IFF, "fidelity", UNSEEN_REAL)} of the clean boxes and scores {real.pct(IFF, "degraded_frames", UNSEEN_REAL)} on degraded frames (per-frame {real.pct(FRAME, "degraded_frames", UNSEEN_REAL)}),
+  {real.pct(IFF, "degraded_clip", UNSEEN_REAL)} on the whole degraded clips (per-frame {real.pct(FRAME, "degraded_clip", UNSEEN_REAL)}), least gain on one clip {points(real_worst)} ({real_clip}).
+  {_iff_end_to_end(e2e)}Its shipped
   modules were trained on {_training_data(training)} for about {training["wall_s"] / 60:.0f} minutes on a CPU ({training["threads"]} threads,
   `{IFF_MANIFEST}`). The gate judges a frame
   by how much the detector sees in it against its neighbours, so a frame where an object leaves
@@ -872,7 +876,7 @@ BLOCKS = {
     "cross-scene-findings": Block((CROSS_SCENE,), render_cross_scene_findings),
     "gt-profile": Block((GT_PROFILE,), render_gt_profile),
     "unseen-real": Block((UNSEEN_REAL_FILE,), render_unseen_real),
-    "limits-temporal": Block((CROSS_SCENE, IFF_MANIFEST, E2E), render_limits_temporal),
+    "limits-temporal": Block((CROSS_SCENE, IFF_MANIFEST, E2E, UNSEEN_REAL_FILE), render_limits_temporal),
     "robustness": Block((ROBUSTNESS, IFF_MANIFEST, IFF_BEFORE), render_robustness),
     "robustness-findings": Block((ROBUSTNESS, IFF_MANIFEST), render_robustness_findings),
     "batch-table": Block((BATCH,), render_batch_table),
