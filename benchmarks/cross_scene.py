@@ -58,6 +58,9 @@ lose at most a point to ``frame`` on each of them and, run as whole
 640x480, take at most twice frame's wall time on each) and, with
 ``--write-manifest``, written into ``weights/iff-nanodet-g.json``.
 
+Rows named ``+ Seq-NMS+`` link each clip's boxes as ``vidtag detect`` does by
+default (their model speed leaves linking out).
+
 Speed: model frames/s (decode excluded) as a ratio to ``frame`` in the same
 run, timed after the accuracy pass with the settings taking turns
 (:func:`model_speed`: median of 3 rounds over 3 confirm clips, clean and degraded); with ``--e2e``, whole ``vidtag detect`` processes on a 1280x720 and a
@@ -229,7 +232,7 @@ def build(spec: dict):
     the manifest's ``inference`` block, which ``--write-manifest`` has already replaced by the chosen settings)."""
     from vidtag.models.build import DetectorSettings, build_detector
 
-    options = {k: v for k, v in spec.items() if k not in ("method", "label", "psla_weights", "iff_weights")}
+    options = {k: v for k, v in spec.items() if k not in ("method", "label", "psla_weights", "iff_weights", "link")}
     if spec["method"] == "frame":
         return build_detector(DetectorSettings("frame", device="cpu", vid_stride=options.get("vid_stride", 1), runtime=RUNTIME))[0]
     if spec["method"] == "iff":
@@ -251,10 +254,16 @@ def model_speed(detectors: list, scenes: list[Scene], rounds: int) -> list[float
     return [statistics.median(v) for v in speeds]
 
 
-def run(detector, scene: Scene, degraded: bool):
+def run(detector, scene: Scene, degraded: bool, link: str | None = None):
+    """(detections per frame, model seconds, frames promoted); with ``link``, the detections are then linked
+    by :func:`vidtag.linking.link` (no track across a cut the detector found; not timed)."""
     t0 = time.perf_counter()
     dets = list(detector.run(scene.chunks(degraded)))
     seconds = time.perf_counter() - t0
+    if link:
+        from vidtag.linking import link as link_frames
+
+        dets = link_frames(dets, method=link, shot_starts=list(getattr(detector, "shot_starts", ())))
     return dets, seconds, len(getattr(detector, "promoted_frames", ()))
 
 
@@ -512,6 +521,7 @@ def main() -> None:
                              "the results then go to cross-scene-SCOPES.json and RESULTS-cross-scene-SCOPES.md, no plot")
     parser.add_argument("--settings", nargs="+", metavar="LABEL",
                         help="run only the rows with these labels (frame always runs: it is the reference)")
+    parser.add_argument("--name", help="results file stem (default: cross-scene, or cross-scene-SCOPES with --scopes)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--e2e", action="store_true", help="also time whole vidtag detect processes (720p and 640x480)")
     parser.add_argument("--repeats", type=int, default=3, help="--e2e runs per setting (default: %(default)s)")
@@ -529,7 +539,7 @@ def main() -> None:
     wanted = tuple(s for s in SCOPES if s in args.scopes)
     if "choose" not in wanted and args.skip_choose != "all":
         parser.error("without the choose scope nothing can be chosen: pass --skip-choose")
-    stem = "cross-scene" if wanted == SCOPES else "cross-scene-" + "+".join(wanted)
+    stem = args.name or ("cross-scene" if wanted == SCOPES else "cross-scene-" + "+".join(wanted))
     if args.replot:
         plot(json.loads((out / "benchmarks" / "results" / "cross-scene.json").read_text()), out / "docs" / "cross-scene.png")
         return
@@ -556,7 +566,7 @@ def main() -> None:
         degraded = {s.name: run(frame_detector, s, True)[0] for s in scenes}
         rows = profile_ground_truth(scenes, reference, scorer, degraded)
         (out / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
-        path = out / "benchmarks" / "results" / ("gt-profile.json" if stem == "cross-scene" else f"gt-profile-{stem[len('cross-scene-'):]}.json")
+        path = out / "benchmarks" / "results" / ("gt-profile.json" if stem == "cross-scene" else f"gt-profile-{stem.removeprefix('cross-scene-')}.json")
         path.write_text(json.dumps({"command": command, "commit": commit, "date": time.strftime("%Y-%m-%d"), "scopes": rows}, indent=1) + "\n")
         print(f"wrote {path}")
         return
@@ -656,7 +666,9 @@ def main() -> None:
                  ("iff (shipped) without carry", {"method": "iff", **iff_chosen, "carry": False}),
                  ("iff, cell fusion without a gate", {"method": "iff", "self_prior": 0.0, "clean_gate": 0.0, "window_step": 2, "fusion": "cells"}),
                  ("iff, as trained (no gate, every neighbour)",
-                  {"method": "iff", "self_prior": 0.0, "clean_gate": 0.0, "window_step": 1, "fusion": "frame"})]
+                  {"method": "iff", "self_prior": 0.0, "clean_gate": 0.0, "window_step": 1, "fusion": "frame"}),
+                 ("frame + Seq-NMS+", {"method": "frame", "link": "seqnms+"}),  # what vidtag detect writes by default
+                 ("iff (shipped) + Seq-NMS+", {"method": "iff", **iff_chosen, "link": "seqnms+"})]
     for item in args.trained:
         label, _, manifest = item.partition("=")
         if "iff_config" in json.loads(Path(manifest).read_text()):  # IFF modules: with the shipped modules' inference settings
@@ -675,7 +687,7 @@ def main() -> None:
         own_weight: dict[str, list[float]] = {"clean clips": [], "degraded clips, clean frames": [], "degraded frames": []}
         for s in scenes:
             for is_degraded, store in ((False, clean), (True, degraded)):
-                store[s.name], sec, prom = run(det, s, is_degraded)
+                store[s.name], sec, prom = run(det, s, is_degraded, spec.get("link"))
                 seconds += sec
                 frames += len(s.frames)
                 promoted += prom
