@@ -191,16 +191,16 @@ def load_scenes(frames: int, real_frames: int, footage: Path, unseen_footage: Pa
 
     scenes = []
     photos = {n: load_image(STILLS / n) for n in CHOOSE_STILLS + CONFIRM_STILLS}
-    for k, name in enumerate(CHOOSE_STILLS + CONFIRM_STILLS):
+    for k, name in enumerate(CHOOSE_STILLS + CONFIRM_STILLS if {"choose", "confirm-synthetic"} & set(wanted) else ()):
         others = [p for n, p in photos.items() if n != name]
         clip = synth_clip(photos[name], SYNTH_SEED + k, frames, SYNTH_SIZE, others=others[k % len(others) :][:3])
         scope = "choose" if name in CHOOSE_STILLS else "confirm-synthetic"
         scenes.append(make_scene(Path(name).stem, scope, clip, SEED + k))
     pasted = list(photos.values())  # the fresh clips paste objects cut from the other stills
-    for j, name in enumerate(FRESH_STILLS):
+    for j, name in enumerate(FRESH_STILLS if "confirm-fresh" in wanted else ()):
         clip = synth_clip(load_image(STILLS / name), SYNTH_SEED + 500 + j, frames, SYNTH_SIZE, others=pasted[(3 * j) % len(pasted) :][:3])
         scenes.append(make_scene(Path(name).stem, "confirm-fresh", clip, SEED + 500 + j))
-    new = {Path(name).stem: load_image(new_still(package, name)) for package, name in NEW_STILLS}
+    new = {Path(name).stem: load_image(new_still(package, name)) for package, name in NEW_STILLS} if "confirm-new" in wanted else {}
     for j, (name, photo) in enumerate(new.items()):
         others = [p for n, p in new.items() if n != name]
         for c in range(NEW_CLIPS_PER_STILL):
@@ -220,7 +220,7 @@ def load_scenes(frames: int, real_frames: int, footage: Path, unseen_footage: Pa
             raise SystemExit(f"{path}: not the file SOURCE.md describes")
         clean = load_held_out(path, real_frames)[0]
         scenes.append(make_scene(clip.name, "real", clean, SEED + 100 + j))
-    return [s for s in scenes if s.scope in wanted]
+    return [s for s in scenes if s.scope in wanted]  # choose and confirm-synthetic come from one loop
 
 
 # --------------------------------------------------------------------------- methods
@@ -321,7 +321,7 @@ def oracle_carry(scene: Scene, reference: list, own: list) -> list:
     return out
 
 
-def profile_ground_truth(scenes: list[Scene], reference: dict[str, list], scorer: "Scorer" = None,
+def profile_ground_truth(scenes: list[Scene], reference: dict[str, list], scorer: Scorer | None = None,
                          degraded: dict[str, list] | None = None) -> dict[str, dict]:
     """Print and return, per scope, the pseudo ground-truth boxes on the degraded frames and how many of them are
     *marginal* (clean score below 0.5: the detector's own box flickers across 0.4 from frame to frame),

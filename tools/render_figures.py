@@ -243,7 +243,7 @@ def render_e2e_table(record: dict) -> str:
 
 # --- cross-scene.json (benchmarks/cross_scene.py) -----------------------------------------------------
 
-UNSEEN, FRESH, NEW, REAL = "confirm-synthetic", "confirm-fresh", "confirm-new", "real"
+UNSEEN, FRESH, NEW, REAL, UNSEEN_REAL = "confirm-synthetic", "confirm-fresh", "confirm-new", "real", "unseen-real"
 FRAME, STRIDE2, STRIDE3 = "frame", "frame --vid-stride 2", "frame --vid-stride 3"
 E2E_FLOOR = "frame --vid-stride 1000 (the network on one frame: start-up, decoding and writing)"
 PSLA, PSLA_K5, PSLA_K3 = "psla, k=10", "psla, k=5", "psla, k=3"
@@ -254,7 +254,7 @@ FUSION_NAMES = {"cells": "cell", "frame": "frame"}  # IFFConfig.fusion as the do
 IFF_FRAME_FUSION, IFF_NO_GATE = "iff, gate 0.9, step 2, frame fusion", "iff, cell fusion without a gate"
 IFF_REAL_ONLY = "iff (real-only modules)"  # cross_scene.py --trained 'real-only modules=weights/iff-real-nanodet-g.json'
 IFF_NO_CARRY = "iff (shipped) without carry"
-SCOPE_NAMES = {UNSEEN: "unseen", FRESH: "fresh", NEW: "new", REAL: "real", "unseen-real": "unseen real"}
+SCOPE_NAMES = {UNSEEN: "unseen", FRESH: "fresh", NEW: "new", REAL: "real", UNSEEN_REAL: "unseen real"}
 
 
 class CrossScene:
@@ -516,9 +516,6 @@ def render_gt_profile(record: dict) -> str:
                     + (["AP50 degraded frames: frame", "oracle carry"] if oracle else []), list("lrrrr" + "rr" * oracle), cells))
 
 
-UNSEEN_REAL = "unseen-real"
-
-
 def render_unseen_real(record: dict) -> str:
     """README, Cross-scene: the five real clips nothing saw (cross_scene.py --scopes unseen-real)."""
     cs = CrossScene(record)
@@ -557,8 +554,10 @@ def render_unseen_real(record: dict) -> str:
     text += "\n\n" + prose(findings)
     if record.get("e2e"):
         e2e_cells = [[r["clip"], r["setting"], seconds(r["wall_s"]), times(r["speed_vs_frame"])] for r in record["e2e"]]
-        text += ("\n\n" + prose("Whole `vidtag detect CLIP --link none --format coco` processes on two of them, median of "
-                                 f"{record.get('repeats', 3)} interleaved runs:") + "\n\n"
+        runs = (f"{record['repeats']} interleaved runs" if "repeats" in record  # older files: the RESULTS file's heading has it
+                else "interleaved runs (how many: benchmarks/RESULTS-cross-scene-unseen-real.md)")
+        text += ("\n\n" + prose(f"Whole `vidtag detect CLIP --link none --format coco` processes on two of them, median of {runs}:")
+                 + "\n\n"
                  + table(["clip", "setting", "wall", "speed vs frame"], list("llrr"), e2e_cells))
     return text
 
